@@ -1,0 +1,53 @@
+"""The ``xbar`` command line: thin wrappers that parse, call the library and print.
+
+Each subcommand lives in ``xbar/cli/cmd_<name>.py`` with ``register(subparsers)``
+adding its parser and setting ``func`` to a ``run(args) -> int``. Exit status:
+0 success, 2 bad input (one line on stderr, no traceback), 1 internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+from xbar.errors import InputError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="xbar",
+        description="Crossbar emulation for noise-robust deep learning on analog NVM hardware.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    import xbar.cli as pkg
+
+    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
+        if info.name.startswith("cmd_"):
+            importlib.import_module(f"xbar.cli.{info.name}").register(sub)
+    return parser
+
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse already printed its one-line message
+        return int(exc.code or 0)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except InputError as exc:
+        print(f"xbar {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"xbar {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def entry() -> None:
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""Atomic, non-clobbering writes for results, presets and checkpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from xbar.errors import InputError
+
+
+def check_writable(path: str | os.PathLike, force: bool = False) -> Path:
+    """Refuse to overwrite an existing ``path`` unless ``force`` is set."""
+    p = Path(path)
+    if p.exists() and not force:
+        raise InputError(f"{p}: already exists; pass --force to overwrite it")
+    if p.parent and not p.parent.exists():
+        p.parent.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], force: bool = False) -> Path:
+    """Call ``write(tmp_path)`` then rename onto ``path`` (readers never see a partial file)."""
+    p = check_writable(path, force)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, p)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return p
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, force: bool = False) -> Path:
+    return atomic_write(path, lambda t: t.write_text(text), force)
+
+
+def atomic_write_json(path: str | os.PathLike, data: Any, force: bool = False) -> Path:
+    return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n", force)
+
+
+def atomic_torch_save(path: str | os.PathLike, obj: Any, force: bool = False) -> Path:
+    import torch
+
+    return atomic_write(path, lambda t: torch.save(obj, t), force)
