@@ -1,0 +1,31 @@
+"""The physics of one device population: programming noise, correlated noise,
+injection families, read noise, drift and bit flips, composed by :class:`DeviceModel`."""
+
+from xbar.devices.correlated import (
+    DenseCovariance,
+    KroneckerCovariance,
+    KroneckerLowRank,
+    LowRankCovariance,
+    exponential_kernel,
+)
+from xbar.devices.drift import DriftModel, ReadNoise
+from xbar.devices.families import FAMILIES, NoiseFamily
+from xbar.devices.model import DeviceModel, DeviceState, instance_generators
+from xbar.devices.programming import ProgrammingNoise, fefet_profile
+
+__all__ = [
+    "FAMILIES",
+    "DenseCovariance",
+    "DeviceModel",
+    "DeviceState",
+    "DriftModel",
+    "KroneckerCovariance",
+    "KroneckerLowRank",
+    "LowRankCovariance",
+    "NoiseFamily",
+    "ProgrammingNoise",
+    "ReadNoise",
+    "exponential_kernel",
+    "fefet_profile",
+    "instance_generators",
+]

@@ -1,0 +1,460 @@
+"""Bit flips on stored bit patterns: the fliptensors of Emonds et al. (Eq. 3).
+
+A value is stored as a bit pattern (a float format, or a symmetric per-tensor int8
+code). Each bit flips 0 -> 1 with probability ``p_0to1`` (p1 of the paper) and
+1 -> 0 with probability ``p_1to0`` (p2), independently, but only at the bit
+positions a mask lets flip (the paper's Fig. 4 masks). With fliptensors f1 ~
+Bernoulli(p1) and f2 ~ Bernoulli(p2) the stored pattern x becomes (Eq. 3)
+
+    y = (x OR f1) XOR (x AND f2),
+
+which is the same as ``(NOT x AND f1) OR (x AND NOT f2)``: f1 only acts on 0 bits,
+f2 only on 1 bits.
+
+Cost follows the number of flips, not the number of bits: for small p the
+number of fliptensor entries K ~ Binomial(N, p) over the N masked bit slots is
+drawn first, then K distinct slots uniformly, and only those elements are
+touched. For large p the dense Bernoulli fliptensors are cheaper and are used
+instead; both paths have exactly the same distribution.
+
+Exponent flips can produce +-inf and NaN (an all-ones exponent). They are kept
+as they are, as the hardware would read them back; a study that wants to count
+them can test ``torch.isfinite`` on the result.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+__all__ = [
+    "BitFlipModel",
+    "STORAGE_BITS",
+    "FLOAT_LAYOUTS",
+    "encode",
+    "decode",
+    "flip_stored",
+    "flip_bits",
+    "flip_counts",
+    "expected_flips",
+]
+
+#: Width in bits of each storage format.
+STORAGE_BITS: dict[str, int] = {
+    "float16": 16,
+    "bfloat16": 16,
+    "float32": 32,
+    "float64": 64,
+    "int8": 8,
+}
+
+#: (exponent bits, mantissa bits) of the float formats; one sign bit on top (MSB).
+FLOAT_LAYOUTS: dict[str, tuple[int, int]] = {
+    "float16": (5, 10),
+    "bfloat16": (8, 7),
+    "float32": (8, 23),
+    "float64": (11, 52),
+}
+
+_FLOAT_DTYPES: dict[str, torch.dtype] = {
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float32": torch.float32,
+    "float64": torch.float64,
+}
+
+#: Integer dtype of equal width that holds each format's bit pattern.
+_INT_DTYPES: dict[str, torch.dtype] = {
+    "float16": torch.int16,
+    "bfloat16": torch.int16,
+    "float32": torch.int32,
+    "float64": torch.int64,
+    "int8": torch.int8,
+}
+
+_NAMED_MASKS = ("all", "sign", "exponent", "mantissa")
+
+#: Above this expected fraction of flipped slots the dense fliptensors are used.
+DENSE_FRACTION = 0.05
+
+Mask = str | tuple[tuple[int, int], ...]
+
+
+def _is_prob(v: object) -> bool:
+    return (
+        isinstance(v, int | float)
+        and not isinstance(v, bool)
+        and math.isfinite(float(v))
+        and 0.0 <= float(v) <= 1.0
+    )
+
+
+@dataclass(frozen=True)
+class BitFlipModel:
+    """Bit-flip noise on a stored format (Emonds Eq. 3).
+
+    ``p_0to1`` and ``p_1to0`` are p1 and p2 of the paper. ``storage`` is the
+    format the values are held in ("float16", "bfloat16", "float32", "float64",
+    or "int8" for symmetric per-tensor quantization). ``mask`` says which bits may
+    flip: "all", "sign", "exponent", "mantissa" (float formats; int8 knows "all"
+    and "sign"), or a tuple of inclusive ``(lo, hi)`` bit ranges with bit 0 the
+    LSB; an empty tuple lets no bit flip.
+    """
+
+    p_0to1: float
+    p_1to0: float
+    storage: str = "float32"
+    mask: Mask = "all"
+
+    def __post_init__(self) -> None:
+        for name in ("p_0to1", "p_1to0"):
+            v = getattr(self, name)
+            if not _is_prob(v):
+                raise ValueError(
+                    f"BitFlipModel.{name}: got {v!r}, expected a probability in [0, 1]"
+                )
+            object.__setattr__(self, name, float(v))
+        if self.storage not in STORAGE_BITS:
+            raise ValueError(
+                f"BitFlipModel.storage: got {self.storage!r}, expected one of "
+                f"{', '.join(STORAGE_BITS)}"
+            )
+        object.__setattr__(self, "mask", self._checked_mask(self.mask))
+
+    def _checked_mask(self, mask: object) -> Mask:
+        bits = STORAGE_BITS[self.storage]
+        if isinstance(mask, str):
+            allowed = _NAMED_MASKS if self.storage in FLOAT_LAYOUTS else ("all", "sign")
+            if mask not in allowed:
+                raise ValueError(
+                    f"BitFlipModel.mask: got {mask!r} for storage {self.storage!r}, expected "
+                    f"one of {', '.join(allowed)} or a tuple of (lo, hi) bit ranges"
+                )
+            return mask
+        expected = (
+            f"expected 'all', 'sign', 'exponent', 'mantissa' or a tuple of inclusive "
+            f"(lo, hi) bit ranges with 0 <= lo <= hi <= {bits - 1}"
+        )
+        if not isinstance(mask, tuple | list):
+            raise ValueError(f"BitFlipModel.mask: got {mask!r}, {expected}")
+        ranges = []
+        for r in mask:
+            ok = (
+                isinstance(r, tuple | list)
+                and len(r) == 2
+                and all(isinstance(b, int) and not isinstance(b, bool) for b in r)
+                and 0 <= r[0] <= r[1] < bits
+            )
+            if not ok:
+                raise ValueError(f"BitFlipModel.mask: got range {r!r}, {expected}")
+            ranges.append((int(r[0]), int(r[1])))
+        return tuple(ranges)
+
+    @property
+    def bits(self) -> int:
+        """Width of the storage format in bits."""
+        return STORAGE_BITS[self.storage]
+
+    def mask_bits(self) -> list[int]:
+        """Sorted bit positions (0 = LSB) that may flip."""
+        bits = self.bits
+        m = self.mask
+        if m == "all":
+            return list(range(bits))
+        if m == "sign":
+            return [bits - 1]
+        if m in ("exponent", "mantissa"):
+            n_exp, n_man = FLOAT_LAYOUTS[self.storage]
+            if m == "mantissa":
+                return list(range(n_man))
+            return list(range(n_man, n_man + n_exp))
+        assert isinstance(m, tuple)
+        return sorted({b for lo, hi in m for b in range(lo, hi + 1)})
+
+    @classmethod
+    def thermometer(
+        cls,
+        storage: str,
+        n_protected: int,
+        p_0to1: float = 0.0,
+        p_1to0: float | None = None,
+    ) -> BitFlipModel:
+        """Fig. 4 masks: the ``n_protected`` most significant bits never flip, all others may.
+
+        ``n_protected`` is the paper's legend number (the big-endian position of the
+        first noisy bit): 0 = all bits noisy, 1 = all but the sign bit, and for
+        float32 9 = mantissa only. ``p_1to0`` defaults to ``p_0to1`` (symmetric flips,
+        as in the paper's sweeps).
+        """
+        if storage not in STORAGE_BITS:
+            raise ValueError(
+                f"BitFlipModel.storage: got {storage!r}, expected one of {', '.join(STORAGE_BITS)}"
+            )
+        bits = STORAGE_BITS[storage]
+        if isinstance(n_protected, bool) or not isinstance(n_protected, int) or not (
+            0 <= n_protected <= bits
+        ):
+            raise ValueError(
+                f"BitFlipModel.thermometer n_protected: got {n_protected!r}, expected an "
+                f"integer in [0, {bits}] for storage {storage!r}"
+            )
+        mask: Mask = ((0, bits - 1 - n_protected),) if n_protected < bits else ()
+        p2 = p_0to1 if p_1to0 is None else p_1to0
+        return cls(p_0to1=p_0to1, p_1to0=p2, storage=storage, mask=mask)
+
+
+# ---------------------------------------------------------------------------
+# storage encoding
+
+
+def encode(
+    x: torch.Tensor, model: BitFlipModel, scale: torch.Tensor | float | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Stored bit pattern of ``x`` (an integer tensor of the storage width) and the int8 scale.
+
+    Float storage: ``x`` cast to the format, reinterpreted with ``Tensor.view`` on
+    the integer type of equal width (scale is None). int8: symmetric per-tensor
+    quantization, scale = max|x| / 127, codes round(x / scale) clamped to
+    [-127, 127], two's complement. With a given ``scale`` (re-encoding values read
+    back from flipped storage) the codes are clamped to [-128, 127] instead.
+    """
+    if not x.is_floating_point():
+        raise ValueError(f"flip_bits x: got dtype {x.dtype}, expected a floating-point tensor")
+    if model.storage == "int8":
+        xd = x.detach().to(torch.float64) if x.dtype == torch.float64 else x.detach().float()
+        if scale is None:
+            top = xd.abs().amax() if xd.numel() else xd.new_zeros(())
+            s = torch.where(top > 0, top / 127.0, torch.ones_like(top))
+            codes = torch.round(xd / s).clamp_(-127, 127)
+        else:
+            s = torch.as_tensor(scale, dtype=xd.dtype, device=xd.device)
+            codes = torch.round(xd / s).clamp_(-128, 127)
+        return codes.to(torch.int8), s
+    fdt = _FLOAT_DTYPES[model.storage]
+    return x.detach().to(fdt).contiguous().view(_INT_DTYPES[model.storage]), None
+
+
+def decode(
+    pattern: torch.Tensor,
+    model: BitFlipModel,
+    scale: torch.Tensor | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Values of a stored pattern (inverse of :func:`encode`), cast to ``dtype``."""
+    if model.storage == "int8":
+        if scale is None:
+            raise ValueError("decode scale: got None, expected the int8 scale from encode")
+        return (pattern.to(scale.dtype) * scale).to(dtype)
+    return pattern.view(_FLOAT_DTYPES[model.storage]).to(dtype)
+
+
+# ---------------------------------------------------------------------------
+# flips on the integer pattern
+
+
+def _signed_bit_values(bits: int) -> list[int]:
+    """Value of each single bit in a signed integer of ``bits`` (the MSB is negative)."""
+    return [(1 << b) if b < bits - 1 else -(1 << b) for b in range(bits)]
+
+
+def _distinct_uniform(n: int, k: int, generator: torch.Generator | None, device) -> torch.Tensor:
+    """``k`` distinct integers drawn uniformly from [0, n) (a uniform random k-subset).
+
+    Draws with replacement and redraws as many as were lost to duplicates until
+    ``k`` are distinct; the process is symmetric under any permutation of [0, n),
+    so the resulting set is uniform over k-subsets.
+    """
+    kw = {"generator": generator, "device": device, "dtype": torch.int64}
+    idx = torch.unique(torch.randint(n, (k,), **kw))
+    while idx.numel() < k:
+        more = torch.randint(n, (k - idx.numel(),), **kw)
+        idx = torch.unique(torch.cat([idx, more]))
+    # randomize the order so nothing downstream can depend on sorted slots
+    return idx[torch.randperm(k, generator=generator, device=device)]
+
+
+def _binomial(n: int, p: float, generator: torch.Generator | None, device) -> int:
+    if p <= 0.0 or n == 0:
+        return 0
+    if p >= 1.0:
+        return n
+    count = torch.tensor([float(n)], dtype=torch.float64, device=device)
+    prob = torch.tensor([p], dtype=torch.float64, device=device)
+    return int(torch.binomial(count, prob, generator=generator).item())
+
+
+def _sparse_fliptensor(
+    numel: int,
+    mask_bits: list[int],
+    p: float,
+    bitval: torch.Tensor,
+    generator: torch.Generator | None,
+    device,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nonzero entries of one fliptensor: (element index, signed bit value) per flip."""
+    n_slots = numel * len(mask_bits)
+    k = _binomial(n_slots, p, generator, device)
+    if k == 0:
+        empty = torch.zeros(0, dtype=torch.int64, device=device)
+        return empty, empty
+    slots = _distinct_uniform(n_slots, k, generator, device)
+    mb = torch.tensor(mask_bits, dtype=torch.int64, device=device)
+    elem = torch.div(slots, len(mask_bits), rounding_mode="floor")
+    bit = mb[slots % len(mask_bits)]
+    return elem, bitval.to(device)[bit]
+
+
+def _dense_fliptensor(
+    shape: torch.Size,
+    mask_bits: list[int],
+    p: float,
+    int_dtype: torch.dtype,
+    bitvals: list[int],
+    generator: torch.Generator | None,
+    device,
+) -> torch.Tensor:
+    """Full fliptensor: for each masked bit an independent Bernoulli(p) draw per element."""
+    f = torch.zeros(shape, dtype=int_dtype, device=device)
+    if p <= 0.0:
+        return f
+    for b in mask_bits:
+        hit = torch.rand(shape, generator=generator, device=device) < p
+        f |= hit.to(int_dtype) * bitvals[b]
+    return f
+
+
+def flip_stored(
+    pattern: torch.Tensor,
+    model: BitFlipModel,
+    generator: torch.Generator | None = None,
+    method: Literal["auto", "sparse", "dense"] = "auto",
+) -> torch.Tensor:
+    """Apply Eq. 3, y = (x OR f1) XOR (x AND f2), to an integer bit pattern; returns a new tensor.
+
+    ``pattern`` has the storage's integer dtype (int8/int16/int32/int64).
+    ``method="auto"`` uses the sparse path (Binomial count + distinct uniform
+    slots, cost ~ number of flips) unless more than ``DENSE_FRACTION`` of the
+    masked slots are expected to be fliptensor entries, then the dense Bernoulli
+    fliptensors. Random numbers are drawn on ``generator``'s device (or the
+    pattern's when None) and the result is on the pattern's device.
+    """
+    int_dtype = _INT_DTYPES[model.storage]
+    if pattern.dtype != int_dtype:
+        raise ValueError(
+            f"flip_stored pattern: got dtype {pattern.dtype}, expected {int_dtype} "
+            f"for storage {model.storage!r}"
+        )
+    if method not in ("auto", "sparse", "dense"):
+        raise ValueError(f"flip_stored method: got {method!r}, expected auto, sparse or dense")
+    mask_bits = model.mask_bits()
+    y = pattern.clone()
+    numel = y.numel()
+    if numel == 0 or not mask_bits or (model.p_0to1 == 0.0 and model.p_1to0 == 0.0):
+        return y
+    rng_device = generator.device if generator is not None else y.device
+    bitvals = _signed_bit_values(model.bits)
+    if method == "auto":
+        method = "dense" if max(model.p_0to1, model.p_1to0) > DENSE_FRACTION else "sparse"
+
+    if method == "dense":
+        f1 = _dense_fliptensor(
+            y.shape, mask_bits, model.p_0to1, int_dtype, bitvals, generator, rng_device
+        ).to(y.device)
+        f2 = _dense_fliptensor(
+            y.shape, mask_bits, model.p_1to0, int_dtype, bitvals, generator, rng_device
+        ).to(y.device)
+        return (y | f1) ^ (y & f2)
+
+    bitval = torch.tensor(bitvals, dtype=torch.int64)
+    e1, v1 = _sparse_fliptensor(numel, mask_bits, model.p_0to1, bitval, generator, rng_device)
+    e2, v2 = _sparse_fliptensor(numel, mask_bits, model.p_1to0, bitval, generator, rng_device)
+    if e1.numel() + e2.numel() == 0:
+        return y
+    elem = torch.cat([e1, e2]).to(y.device)
+    vals = torch.cat([v1, v2]).to(y.device)
+    touched, inv = torch.unique(elem, return_inverse=True)
+    k1 = e1.numel()
+    # Slots are distinct within each fliptensor, so the bits summed into one element
+    # are distinct powers of two: the sum is their OR, and with the MSB counted as
+    # negative it stays inside the storage range (exact cast below).
+    f1 = torch.zeros(touched.numel(), dtype=torch.int64, device=y.device)
+    f2 = torch.zeros_like(f1)
+    f1.index_add_(0, inv[:k1], vals[:k1])
+    f2.index_add_(0, inv[k1:], vals[k1:])
+    flat = y.view(-1)
+    xu = flat[touched]
+    flat[touched] = (xu | f1.to(int_dtype)) ^ (xu & f2.to(int_dtype))
+    return y
+
+
+def flip_bits(
+    x: torch.Tensor,
+    model: BitFlipModel,
+    generator: torch.Generator | None = None,
+    method: Literal["auto", "sparse", "dense"] = "auto",
+) -> torch.Tensor:
+    """``x`` stored in ``model.storage``, hit by bit flips (Eq. 3), read back in x's dtype and shape.
+
+    Float storage reinterprets the flipped pattern with ``Tensor.view``; int8 is
+    dequantized with the per-tensor scale of the unflipped ``x``. NaN and inf from
+    exponent flips are returned as they are. No gradient flows through the result.
+    """
+    pattern, scale = encode(x, model)
+    flipped = flip_stored(pattern, model, generator=generator, method=method)
+    return decode(flipped, model, scale, dtype=x.dtype).reshape(x.shape)
+
+
+# ---------------------------------------------------------------------------
+# bookkeeping
+
+
+def flip_counts(before: torch.Tensor, after: torch.Tensor, model: BitFlipModel) -> dict:
+    """Per bit position (index 0 = LSB): 0 -> 1 and 1 -> 0 flips, and zeros/ones before.
+
+    ``before``/``after`` are either stored patterns (the storage's integer dtype)
+    or values; values are encoded (int8 with the scale of ``before``). Counting
+    from values is exact when they are in the storage's own float dtype (a wider
+    dtype round-trips too); NaN payloads may not survive dtype casts.
+    Returns lists of ints ``"0to1"``, ``"1to0"``, ``"zeros"``, ``"ones"`` of length
+    ``model.bits`` and the totals ``"total_0to1"``, ``"total_1to0"``.
+    """
+    int_dtype = _INT_DTYPES[model.storage]
+    if before.dtype == int_dtype:
+        b_pat, a_pat = before, after
+    else:
+        b_pat, scale = encode(before, model)
+        a_pat, _ = encode(after, model, scale=scale)
+    if a_pat.dtype != int_dtype or a_pat.shape != b_pat.shape:
+        raise ValueError(
+            f"flip_counts after: got {a_pat.dtype} {tuple(a_pat.shape)}, expected "
+            f"{int_dtype} {tuple(b_pat.shape)} like before"
+        )
+    b64 = b_pat.reshape(-1).to(torch.int64)
+    a64 = a_pat.reshape(-1).to(torch.int64)
+    out: dict = {"0to1": [], "1to0": [], "zeros": [], "ones": []}
+    for bit in range(model.bits):
+        bb = (b64 >> bit) & 1
+        ab = (a64 >> bit) & 1
+        ones = int(bb.sum())
+        out["ones"].append(ones)
+        out["zeros"].append(b64.numel() - ones)
+        out["0to1"].append(int(((bb == 0) & (ab == 1)).sum()))
+        out["1to0"].append(int(((bb == 1) & (ab == 0)).sum()))
+    out["total_0to1"] = sum(out["0to1"])
+    out["total_1to0"] = sum(out["1to0"])
+    return out
+
+
+def expected_flips(numel: int, model: BitFlipModel, ones_fraction: float = 0.5) -> float:
+    """Expected number of flipped bits in ``numel`` stored values.
+
+    numel * n_masked_bits * ((1 - q) p1 + q p2), with q the fraction of masked
+    bits that are 1 (0.5 for unknown data).
+    """
+    if not _is_prob(ones_fraction):
+        raise ValueError(f"expected_flips ones_fraction: got {ones_fraction!r}, expected [0, 1]")
+    q = float(ones_fraction)
+    return numel * len(model.mask_bits()) * ((1.0 - q) * model.p_0to1 + q * model.p_1to0)

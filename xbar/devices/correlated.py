@@ -1,0 +1,204 @@
+"""Correlated Gaussian device noise N(mu, Sigma) (DAT, Park et al., Sec. III-A).
+
+Three representations of the covariance of the devices of a crossbar tile:
+
+- :class:`DenseCovariance` - an explicit full ``d x d`` matrix (small tiles, tests);
+- :class:`LowRankCovariance` - DAT Algorithm 1 lines 2-3: the top-k eigenpairs,
+  A_k = V_k D_k^(1/2), samples eps = A_k z with z ~ N(0, I_k);
+- :class:`KroneckerCovariance` - a spatial covariance
+  sigma^2 (K_rows (x) K_cols) with exponential kernels K(i, j) = exp(-|i - j| / l).
+  Its eigenpairs are products of the factors' eigenpairs and its samples are
+  L_r Z L_c^T (Cholesky factors of the small kernels), so neither ever forms the
+  dense ``(R C) x (R C)`` matrix: a 512 x 512 tile or a whole network is cheap.
+
+Tiles are independent of each other; a layer's matrix (rows = inputs,
+cols = outputs) is split into tiles of ``tile_rows x tile_cols`` devices.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import torch
+
+
+def exponential_kernel(n: int, length: float, dtype: torch.dtype = torch.float64, device=None) -> torch.Tensor:
+    """K(i, j) = exp(-|i - j| / length); the identity when length = 0."""
+    idx = torch.arange(n, dtype=dtype, device=device)
+    if length <= 0:
+        return torch.eye(n, dtype=dtype, device=device)
+    return torch.exp(-(idx[:, None] - idx[None, :]).abs() / length)
+
+
+@functools.lru_cache(maxsize=64)
+def _kernel_factors(n: int, length: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(Cholesky factor, eigenvalues descending, eigenvectors) of an exponential kernel, float64 CPU."""
+    k = exponential_kernel(n, length)
+    chol = torch.linalg.cholesky(k + 1e-12 * torch.eye(n, dtype=k.dtype))
+    vals, vecs = torch.linalg.eigh(k)
+    order = torch.argsort(vals, descending=True)
+    return chol, vals[order].clamp(min=0), vecs[:, order]
+
+
+def _pad_tiles(rows: int, cols: int, tr: int, tc: int) -> tuple[int, int, int, int]:
+    nr, nc = math.ceil(rows / tr), math.ceil(cols / tc)
+    return nr, nc, min(tr, rows), min(tc, cols)
+
+
+@dataclass(frozen=True)
+class KroneckerCovariance:
+    """sigma^2 K_rows(length_rows) (x) K_cols(length_cols) over each tile, plus a mean.
+
+    Units are those of the caller (level units in a preset). Correlation lengths are in
+    devices; 0 means uncorrelated along that axis.
+    """
+
+    sigma: float
+    length_rows: float = 0.0
+    length_cols: float = 0.0
+    mean: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.sigma >= 0:
+            raise ValueError(f"sigma = {self.sigma}: expected >= 0")
+        for name in ("length_rows", "length_cols"):
+            v = getattr(self, name)
+            if not (v >= 0 and math.isfinite(v)):
+                raise ValueError(f"{name} = {v}: expected a finite length >= 0 (devices)")
+
+    def factors(self, tile_rows: int, tile_cols: int, device=None, dtype=torch.float32):
+        lr = _kernel_factors(tile_rows, float(self.length_rows))[0].to(device=device, dtype=dtype)
+        lc = _kernel_factors(tile_cols, float(self.length_cols))[0].to(device=device, dtype=dtype)
+        return lr, lc
+
+    def sample(
+        self,
+        rows: int,
+        cols: int,
+        n: int,
+        tile_rows: int,
+        tile_cols: int,
+        generator: torch.Generator | None = None,
+        device=None,
+        dtype: torch.dtype = torch.float32,
+        z: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``n`` fields of shape ``[rows, cols]``, each tile an independent draw.
+
+        ``z`` optionally supplies the standard normals ``[n, nr, tr, nc, tc]``.
+        """
+        nr, nc, tr, tc = _pad_tiles(rows, cols, tile_rows, tile_cols)
+        lr, lc = self.factors(tr, tc, device, dtype)
+        if z is None:
+            z = torch.randn((n, nr, tr, nc, tc), generator=generator, device=device, dtype=dtype)
+        field = torch.einsum("ab,nibjc,dc->niajd", lr, z, lc)
+        field = field.reshape(n, nr * tr, nc * tc)[:, :rows, :cols]
+        return field * self.sigma + self.mean
+
+    def eigenpairs(self, k: int, tile_rows: int, tile_cols: int):
+        """Top-k eigenpairs of one tile's covariance without forming it.
+
+        Returns (values [k], row_vectors [tile_rows, k], col_vectors [tile_cols, k]);
+        eigenvector j is ``outer(row_vectors[:, j], col_vectors[:, j])`` flattened row-major.
+        """
+        _, vr, er = _kernel_factors(tile_rows, float(self.length_rows))
+        _, vc, ec = _kernel_factors(tile_cols, float(self.length_cols))
+        k = min(k, tile_rows * tile_cols)
+        # the k largest products lie within the first k of each factor
+        kr, kc = min(k, tile_rows), min(k, tile_cols)
+        prod = vr[:kr, None] * vc[None, :kc]
+        top = torch.topk(prod.flatten(), k)
+        i, j = top.indices // kc, top.indices % kc
+        return top.values * self.sigma**2, er[:, i], ec[:, j]
+
+    def low_rank(self, k: int, tile_rows: int, tile_cols: int) -> KroneckerLowRank:
+        vals, vr, vc = self.eigenpairs(k, tile_rows, tile_cols)
+        return KroneckerLowRank(vals.sqrt(), vr, vc, self.mean)
+
+    def to_dense(self, tile_rows: int, tile_cols: int) -> torch.Tensor:
+        """The dense covariance of one tile (row-major device order); for tests and small tiles."""
+        kr = exponential_kernel(tile_rows, self.length_rows)
+        kc = exponential_kernel(tile_cols, self.length_cols)
+        return torch.kron(kr, kc) * self.sigma**2
+
+
+@dataclass
+class KroneckerLowRank:
+    """Rank-k factor of a Kronecker covariance: eps = sum_j sqrt(lambda_j) z_j (u_j v_j^T)."""
+
+    sqrt_values: torch.Tensor  # [k]
+    row_vectors: torch.Tensor  # [R, k]
+    col_vectors: torch.Tensor  # [C, k]
+    mean: float = 0.0
+
+    @property
+    def rank(self) -> int:
+        return self.sqrt_values.numel()
+
+    def sample(self, n: int, generator=None, device=None, dtype=torch.float32, z=None) -> torch.Tensor:
+        """``n`` tile fields ``[n, R, C]``."""
+        a = self.sqrt_values.to(device=device, dtype=dtype)
+        u = self.row_vectors.to(device=device, dtype=dtype)
+        v = self.col_vectors.to(device=device, dtype=dtype)
+        if z is None:
+            z = torch.randn((n, self.rank), generator=generator, device=device, dtype=dtype)
+        return torch.einsum("nk,rk,ck->nrc", z * a, u, v) + self.mean
+
+
+@dataclass
+class DenseCovariance:
+    """N(mean, cov) over ``d`` devices with an explicit covariance matrix."""
+
+    cov: torch.Tensor
+    mean: torch.Tensor | float = 0.0
+
+    def __post_init__(self) -> None:
+        c = self.cov
+        if c.dim() != 2 or c.shape[0] != c.shape[1]:
+            raise ValueError(f"covariance shape {tuple(c.shape)}: expected a square matrix")
+        if not torch.allclose(c, c.T, atol=1e-6 * float(c.abs().max().clamp(min=1e-30))):
+            raise ValueError("covariance is not symmetric")
+        lo = torch.linalg.eigvalsh(c.double()).min().item()
+        if lo < -1e-8 * max(1.0, float(c.abs().max())):
+            raise ValueError(f"covariance is not positive semidefinite (smallest eigenvalue {lo:.3g})")
+
+    @property
+    def dim(self) -> int:
+        return self.cov.shape[0]
+
+    @functools.cached_property
+    def _factor(self) -> torch.Tensor:
+        vals, vecs = torch.linalg.eigh(self.cov.double())
+        return (vecs * vals.clamp(min=0).sqrt()).to(self.cov.dtype)
+
+    def sample(self, n: int, generator=None, device=None, dtype=torch.float32) -> torch.Tensor:
+        z = torch.randn((n, self.dim), generator=generator, device=device, dtype=dtype)
+        return z @ self._factor.to(device=device, dtype=dtype).T + self.mean
+
+    def low_rank(self, k: int) -> LowRankCovariance:
+        """DAT Algorithm 1, lines 2-3: A_k = V_k D_k^(1/2) from the k largest eigenpairs."""
+        vals, vecs = torch.linalg.eigh(self.cov.double())
+        order = torch.argsort(vals, descending=True)[:k]
+        a = vecs[:, order] * vals[order].clamp(min=0).sqrt()
+        return LowRankCovariance(a.to(self.cov.dtype), self.mean)
+
+
+@dataclass
+class LowRankCovariance:
+    """N(mean, A A^T) with ``A = [d, k]``: eps = A z, z ~ N(0, I_k) (DAT-Fast)."""
+
+    factor: torch.Tensor
+    mean: torch.Tensor | float = 0.0
+
+    @property
+    def rank(self) -> int:
+        return self.factor.shape[1]
+
+    def sample(self, n: int, generator=None, device=None, dtype=torch.float32) -> torch.Tensor:
+        z = torch.randn((n, self.rank), generator=generator, device=device, dtype=dtype)
+        return z @ self.factor.to(device=device, dtype=dtype).T + self.mean
+
+    def to_dense(self) -> torch.Tensor:
+        return self.factor @ self.factor.T

@@ -1,0 +1,137 @@
+"""Conductance drift and read noise.
+
+Drift is the power law G(t) = G0 ((t + t0) / t0)^-nu with a per-device exponent
+nu ~ N(nu_mean(level), nu_std(level)), |nu| as in aihwkit (t counts from the end
+of programming, so t = 0 is the programmed state). nu_mean and nu_std are either
+per-level tables or aihwkit's PCM fit (Nandakumar et al. 2019, as in
+``PCMLikeNoiseModel.generate_drift_coefficients``):
+nu_mean = clip(a log(g/g_max) + b, lo, hi), likewise nu_std.
+
+Read noise is either Gaussian per level (level units, fresh at every read) or
+aihwkit's accumulated 1/f PCM noise
+sigma = min(c / max((|g_prog|/g_max)^e, 1e-3), s_max) sqrt(log((t + t_read) / (2 t_read))),
+relative to |G(t)|.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from xbar.mapping import MappingConfig
+
+
+def _table(values: tuple[float, ...], levels: torch.Tensor) -> torch.Tensor:
+    return torch.tensor(values, dtype=levels.dtype, device=levels.device)[levels.long()]
+
+
+def _log_clip(coeffs: tuple[float, float], clip: tuple[float, float], g_rel: torch.Tensor) -> torch.Tensor:
+    return (coeffs[0] * torch.log(g_rel) + coeffs[1]).clamp(min=clip[0], max=clip[1])
+
+
+@dataclass(frozen=True)
+class DriftModel:
+    """Power-law drift with per-level (or PCM-fit) exponents; see the module docstring."""
+
+    t0_s: float = 20.0
+    nu_mean_levels: tuple[float, ...] | None = None
+    nu_std_levels: tuple[float, ...] | None = None
+    nu_mean_log: tuple[float, float] | None = None
+    nu_mean_clip: tuple[float, float] = (0.0, 1.0)
+    nu_std_log: tuple[float, float] | None = None
+    nu_std_clip: tuple[float, float] = (0.0, 1.0)
+    compensation: str = "global"
+    scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.t0_s > 0:
+            raise ValueError(f"t0_s = {self.t0_s}: expected > 0 seconds")
+        if self.compensation not in ("global", "none"):
+            raise ValueError(f"compensation = {self.compensation!r}: expected 'global' or 'none'")
+        if (self.nu_mean_levels is None) == (self.nu_mean_log is None):
+            raise ValueError("drift needs exactly one of nu_mean_levels or nu_mean_log")
+        for name in ("nu_std_levels", "nu_mean_levels"):
+            v = getattr(self, name)
+            if v is not None and name == "nu_std_levels" and any(not s >= 0 for s in v):
+                raise ValueError(f"{name} = {list(v)}: expected all >= 0")
+        for name in ("nu_mean_clip", "nu_std_clip"):
+            lo, hi = getattr(self, name)
+            if not lo <= hi:
+                raise ValueError(f"{name} = [{lo}, {hi}]: expected lo <= hi")
+
+    def check(self, cfg: MappingConfig) -> None:
+        for name in ("nu_mean_levels", "nu_std_levels"):
+            v = getattr(self, name)
+            if v is None:
+                continue
+            if cfg.analog:
+                raise ValueError(f"{name}: per-level tables need discrete levels, but weight_bits = 0 (analog)")
+            if len(v) != cfg.levels:
+                raise ValueError(f"{name} has {len(v)} entries: expected {cfg.levels} (2^bits_per_device)")
+
+    def nu_params(self, levels: torch.Tensor, cfg: MappingConfig) -> tuple[torch.Tensor, torch.Tensor]:
+        """(nu_mean, nu_std) of each device given its target level."""
+        if self.nu_mean_levels is not None:
+            mean = _table(self.nu_mean_levels, levels)
+            std = _table(self.nu_std_levels, levels) if self.nu_std_levels else torch.zeros_like(levels)
+            return mean, std
+        g_rel = (levels / cfg.level_max).abs().clamp(min=1e-6)
+        mean = _log_clip(self.nu_mean_log, self.nu_mean_clip, g_rel)
+        std = _log_clip(self.nu_std_log, self.nu_std_clip, g_rel) if self.nu_std_log else torch.zeros_like(levels)
+        return mean, std
+
+    def sample_nu(self, levels: torch.Tensor, cfg: MappingConfig, z: torch.Tensor) -> torch.Tensor:
+        """nu = |mean + std z| (aihwkit convention), scaled by ``scale``; ``z`` standard normals."""
+        mean, std = self.nu_params(levels, cfg)
+        return (mean + std * z).abs() * self.scale
+
+    def factor(self, nu: torch.Tensor, t: float) -> torch.Tensor:
+        """((t + t0) / t0)^-nu: the multiplicative drift after ``t`` seconds."""
+        if t <= 0:
+            return torch.ones_like(nu)
+        return torch.pow(torch.as_tensor((t + self.t0_s) / self.t0_s, dtype=nu.dtype), -nu)
+
+
+@dataclass(frozen=True)
+class ReadNoise:
+    """Read noise: ``kind = "gaussian"`` (per-level sigma) or ``"pcm-1f"`` (aihwkit's PCM model)."""
+
+    kind: str = "gaussian"
+    sigma_levels: tuple[float, ...] | None = None
+    coeff: float = 0.0088
+    exponent: float = 0.65
+    max: float = 0.2
+    t_read_s: float = 250e-9
+    t0_s: float = 20.0
+    scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("gaussian", "pcm-1f"):
+            raise ValueError(f"kind = {self.kind!r}: expected 'gaussian' or 'pcm-1f'")
+        if self.kind == "gaussian" and self.sigma_levels is None:
+            raise ValueError("gaussian read noise needs sigma_levels")
+        if self.sigma_levels is not None and any(not s >= 0 for s in self.sigma_levels):
+            raise ValueError(f"sigma_levels = {list(self.sigma_levels)}: expected all >= 0")
+        if not self.t_read_s > 0:
+            raise ValueError(f"t_read_s = {self.t_read_s}: expected > 0 seconds")
+
+    def check(self, cfg: MappingConfig) -> None:
+        if self.sigma_levels is None:
+            return
+        n = 1 if cfg.analog else cfg.levels
+        if len(self.sigma_levels) != n:
+            raise ValueError(f"sigma_levels has {len(self.sigma_levels)} entries: expected {n}")
+
+    def sigma(
+        self, target: torch.Tensor, programmed: torch.Tensor, drifted: torch.Tensor, t: float, cfg: MappingConfig
+    ) -> torch.Tensor:
+        """Absolute read-noise sigma (level units) of each device read at time ``t``."""
+        if self.kind == "gaussian":
+            if cfg.analog:
+                return torch.full_like(target, self.sigma_levels[0] * self.scale)
+            return _table(self.sigma_levels, target) * self.scale
+        tt = t + self.t0_s
+        q = (self.coeff / ((programmed.abs() / cfg.level_max) ** self.exponent).clamp(min=1e-3)).clamp(max=self.max)
+        return q * math.sqrt(math.log((tt + self.t_read_s) / (2 * self.t_read_s))) * self.scale * drifted.abs()

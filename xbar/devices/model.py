@@ -1,0 +1,296 @@
+"""One device model that drives everything: training injection, Monte Carlo
+programming, drift and read-out, emulated hardware and calibration.
+
+Weight-space closed forms (TRICE Eq. 14): a weight stored on devices with levels
+g_{p,i} (sign plane p, slice i, gain 2^(iB)) and independent Gaussian programming
+noise sigma(g) has noise
+
+    dW ~ N( s sum_p sign_p sum_i 2^(iB) mu(g_{p,i}),  s^2 sum_p sum_i 4^(iB) sigma(g_{p,i})^2 ),
+
+so a noisy instance costs one elementwise pass instead of a per-device simulation.
+A correlated component (same covariance for every slice and plane, independent
+between them) adds s * sqrt(sum_p sum_i 4^(iB)) * field, with the field drawn in
+the crossbar layout of the layer. Non-Gaussian families, clipped (analog)
+conductances, drift and read noise are sampled per device and recombined.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from xbar.devices.correlated import KroneckerCovariance
+from xbar.devices.drift import DriftModel, ReadNoise
+from xbar.devices.families import NoiseFamily
+from xbar.devices.programming import ProgrammingNoise
+from xbar.mapping import MappingConfig, crossbar_matrix, quantize, slice_weights
+from xbar.mapping.slicing import level_sign, recombine
+
+
+def instance_generators(seeds: Sequence[int], device: torch.device | str | None) -> list[torch.Generator]:
+    """One generator per Monte Carlo instance, seeded from that instance's own seed."""
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    return [torch.Generator(device=dev).manual_seed(int(s)) for s in seeds]
+
+
+@dataclass
+class DeviceState:
+    """Devices of one weight tensor after programming ``n`` instances.
+
+    ``target`` [P, S, *w] target levels; ``programmed`` [n, P, S, *w] levels right after
+    programming; ``nu`` drift exponents (or None); ``sign`` the digital sign (magnitude
+    mapping); ``scale`` the weight of one level step.
+    """
+
+    target: torch.Tensor
+    programmed: torch.Tensor
+    nu: torch.Tensor | None
+    sign: torch.Tensor
+    scale: torch.Tensor
+    cfg: MappingConfig
+
+    @property
+    def n(self) -> int:
+        return self.programmed.shape[0]
+
+    def weights(self, levels: torch.Tensor | None = None) -> torch.Tensor:
+        """Recombine (possibly drifted) levels into weights ``[n, *w]`` (Eq. 14)."""
+        return recombine(self.programmed if levels is None else levels, self.sign, self.scale, self.cfg)
+
+
+@dataclass
+class DeviceModel:
+    """The physics of one device population plus the weight mapping.
+
+    Build one from a preset with ``Preset.device_model()``.
+    """
+
+    mapping: MappingConfig = field(default_factory=MappingConfig)
+    programming: ProgrammingNoise | None = None
+    correlation: KroneckerCovariance | None = None
+    injection: NoiseFamily = field(default_factory=NoiseFamily)
+    read_noise: ReadNoise | None = None
+    drift: DriftModel | None = None
+    bitflip: object | None = None  # xbar.devices.bitflip.BitFlipModel
+    bitflip_targets: tuple[str, ...] = ("weights",)
+
+    def __post_init__(self) -> None:
+        for part in (self.programming, self.read_noise, self.drift):
+            if part is not None:
+                part.check(self.mapping)
+
+    # ----------------------------------------------------------------- basics
+    @property
+    def clips(self) -> bool:
+        """Analog conductances are clipped at 0 (aihwkit), which breaks the closed form."""
+        return self.mapping.analog
+
+    @property
+    def noise_free(self) -> bool:
+        return (
+            (self.programming is None or self.programming.is_zero)
+            and (self.correlation is None or (self.correlation.sigma == 0 and self.correlation.mean == 0))
+            and self.bitflip is None
+        )
+
+    def target(self, weights: torch.Tensor) -> torch.Tensor:
+        """The noise-free stored weights (H-bit quantized; unchanged for analog storage)."""
+        if self.mapping.analog:
+            return weights
+        q, s = quantize(weights, self.mapping)
+        return q * s
+
+    def _gain2(self, dtype, device) -> torch.Tensor:
+        g = torch.tensor(self.mapping.slice_gains(), dtype=dtype, device=device)
+        return (g**2).sum() * self.mapping.planes
+
+    def weight_std(self, weights: torch.Tensor, sigma_scale: float = 1.0) -> torch.Tensor:
+        """Closed-form std of the independent programming noise of each weight (Eq. 14)."""
+        prog = self.programming
+        if prog is None or prog.is_zero:
+            return torch.zeros_like(weights)
+        lv = slice_weights(weights.detach(), self.mapping)
+        sig = prog.sigma(lv.levels, self.mapping) * sigma_scale
+        gains = torch.tensor(self.mapping.slice_gains(), dtype=weights.dtype, device=weights.device)
+        gains = gains.reshape(1, -1, *([1] * weights.dim()))
+        var = ((sig * gains) ** 2).sum(dim=(0, 1))
+        return var.sqrt() * lv.scale
+
+    def weight_mean_shift(self, weights: torch.Tensor) -> torch.Tensor | None:
+        """Closed-form mean offset of each programmed weight from per-level means, or None."""
+        prog = self.programming
+        if prog is None or prog.mean_levels is None:
+            return None
+        lv = slice_weights(weights.detach(), self.mapping)
+        mu = prog.mean(lv.levels)
+        if mu is None:
+            return None
+        return recombine(mu, level_sign(weights), lv.scale, self.mapping) + (
+            lv.scale * 2 ** (self.mapping.weight_bits - 1) if self.mapping.sign == "offset" else 0.0
+        )
+
+    def correlated_field(
+        self, weights: torch.Tensor, n: int, generator: torch.Generator | None = None
+    ) -> torch.Tensor | None:
+        """Correlated component in weight units, ``[n, *w]`` (None if absent)."""
+        c = self.correlation
+        if c is None or (c.sigma == 0 and c.mean == 0):
+            return None
+        cfg = self.mapping
+        mat = crossbar_matrix(weights)
+        rows, cols = mat.shape
+        f = c.sample(rows, cols, n, cfg.tile_rows, cfg.tile_cols, generator, weights.device, weights.dtype)
+        f = f.transpose(1, 2).reshape(n, *weights.shape)
+        _, s = quantize(weights, cfg)
+        gain = self._gain2(weights.dtype, weights.device).sqrt()
+        sign = level_sign(weights) if cfg.sign == "magnitude" else 1.0
+        return f * (gain * s * sign)
+
+    # ------------------------------------------------------------ programming
+    def program(
+        self,
+        weights: torch.Tensor,
+        n: int = 1,
+        generator: torch.Generator | None = None,
+        seeds: Sequence[int] | None = None,
+    ) -> torch.Tensor:
+        """``n`` Monte Carlo instances of ``weights`` as programmed, ``[n, *weights.shape]``.
+
+        With ``seeds`` (one per instance) each instance draws from its own generator,
+        so results do not depend on how instances are batched or split.
+        """
+        weights = weights.detach()
+        if seeds is not None:
+            gens = instance_generators(seeds, weights.device)
+            return torch.cat([self._program(weights, 1, g) for g in gens]) if gens else weights.new_empty((0, *weights.shape))
+        return self._program(weights, n, generator)
+
+    def _program(self, weights: torch.Tensor, n: int, gen: torch.Generator | None) -> torch.Tensor:
+        if self.clips:
+            out = self.program_devices(weights, n, gen).weights()
+        else:
+            base = self.target(weights)
+            out = base.expand(n, *weights.shape).clone()
+            std = self.weight_std(weights)
+            if std.any():
+                out += std * torch.randn(out.shape, generator=gen, device=out.device, dtype=out.dtype)
+            shift = self.weight_mean_shift(weights)
+            if shift is not None:
+                out += shift
+            corr = self.correlated_field(weights, n, gen)
+            if corr is not None:
+                out += corr
+        return self._flip(out, gen)
+
+    def _flip(self, w: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+        if self.bitflip is None or "weights" not in self.bitflip_targets:
+            return w
+        from xbar.devices.bitflip import flip_bits
+
+        return torch.stack([flip_bits(wi, self.bitflip, generator=gen) for wi in w])
+
+    def program_devices(
+        self, weights: torch.Tensor, n: int = 1, generator: torch.Generator | None = None
+    ) -> DeviceState:
+        """Program ``n`` instances device by device (needed for drift, read noise, clipping)."""
+        weights = weights.detach()
+        cfg = self.mapping
+        lv = slice_weights(weights, cfg)
+        target = lv.levels
+        shape = (n, *target.shape)
+        prog = target.expand(shape).clone()
+        if self.programming is not None and not self.programming.is_zero:
+            sig = self.programming.sigma(target, cfg)
+            prog += sig * torch.randn(shape, generator=generator, device=prog.device, dtype=prog.dtype)
+            mu = self.programming.mean(target)
+            if mu is not None:
+                prog += mu
+        if self.correlation is not None and self.correlation.sigma > 0:
+            c = self.correlation
+            mat_shape = crossbar_matrix(weights).shape
+            k = n * cfg.planes * cfg.slices
+            f = c.sample(*mat_shape, k, cfg.tile_rows, cfg.tile_cols, generator, weights.device, weights.dtype)
+            f = f.transpose(1, 2).reshape(n, cfg.planes, cfg.slices, *weights.shape)
+            prog += f
+        if self.clips:
+            prog.clamp_(min=0.0)
+        nu = None
+        if self.drift is not None:
+            z = torch.randn(shape, generator=generator, device=prog.device, dtype=prog.dtype)
+            nu = self.drift.sample_nu(target.expand(shape), cfg, z)
+        sign = level_sign(weights)
+        return DeviceState(target, prog, nu, sign, lv.scale, cfg)
+
+    def read(
+        self,
+        state: DeviceState,
+        t: float = 0.0,
+        generator: torch.Generator | None = None,
+        compensate: bool | None = None,
+    ) -> torch.Tensor:
+        """Weights ``[n, *w]`` read ``t`` seconds after programming (drift, then read noise).
+
+        With global drift compensation (the preset's default when it has drift) every
+        instance is rescaled by sum|W(0)| / sum|W(t)| of its noise-free read, as a
+        periphery would calibrate a layer's output scale with a known input.
+        """
+        g = state.programmed
+        if self.drift is not None and state.nu is not None and t > 0:
+            g = g * self.drift.factor(state.nu, t)
+        drifted = g
+        if self.read_noise is not None:
+            sig = self.read_noise.sigma(state.target.expand_as(g), state.programmed, drifted, t, self.mapping)
+            g = g + sig * torch.randn(g.shape, generator=generator, device=g.device, dtype=g.dtype)
+            if self.clips:
+                g = g.clamp(min=0.0)
+        w = state.weights(g)
+        if compensate is None:
+            compensate = self.drift is not None and self.drift.compensation == "global"
+        if compensate and t > 0:
+            ref0 = state.weights().flatten(1).abs().sum(1)
+            reft = state.weights(drifted).flatten(1).abs().sum(1)
+            alpha = ref0 / reft.clamp(min=1e-30)
+            w = w * alpha.reshape(-1, *([1] * (w.dim() - 1)))
+        return w
+
+    # --------------------------------------------------------------- training
+    def inject_noise(
+        self,
+        weights: torch.Tensor,
+        family: NoiseFamily | None = None,
+        sigma_scale: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Noise (weight units, no gradient) to add to the stored weights in a training step.
+
+        Each device gets sigma(g) * sigma_scale * x with x from ``family`` (default: the
+        preset's injection family); TRICE's sigma_t is sigma_scale * sigma_d. Gaussian
+        noise uses the closed form of Eq. 14; other families are drawn per device and
+        recombined. The preset's correlated component (scaled too) and bit flips are added.
+        """
+        w = weights.detach()
+        family = family or self.injection
+        cfg = self.mapping
+        if family.is_gaussian and not self.clips:
+            std = self.weight_std(w, sigma_scale)
+            noise = std * torch.randn(w.shape, generator=generator, device=w.device, dtype=w.dtype)
+        elif self.programming is not None and not self.programming.is_zero:
+            lv = slice_weights(w, cfg)
+            sig = self.programming.sigma(lv.levels, cfg) * sigma_scale
+            x = family.sample(lv.levels.shape, generator, w.device, w.dtype)
+            noise = recombine(sig * x, level_sign(w), lv.scale, cfg)
+            if cfg.sign == "offset":
+                noise = noise + lv.scale * 2 ** (cfg.weight_bits - 1)
+        else:
+            noise = torch.zeros_like(w)
+        corr = self.correlated_field(w, 1, generator)
+        if corr is not None:
+            noise = noise + corr[0] * sigma_scale
+        if self.bitflip is not None and "weights" in self.bitflip_targets:
+            from xbar.devices.bitflip import flip_bits
+
+            stored = self.target(w) + noise
+            noise = flip_bits(stored, self.bitflip, generator=generator) - self.target(w)
+        return noise

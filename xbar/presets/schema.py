@@ -1,0 +1,267 @@
+"""The preset data model: TOML sections <-> validated device objects.
+
+Format: docs/presets.md. Validation reports one line naming the file, the field,
+the value and what was expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from xbar.devices import DeviceModel, DriftModel, KroneckerCovariance, NoiseFamily, ProgrammingNoise, ReadNoise
+from xbar.errors import InputError
+from xbar.mapping import MappingConfig
+
+SCHEMA = "xbar-preset"
+SCHEMA_VERSION = 1
+TOP_LEVEL = ("schema", "schema_version", "name", "description", "source")
+
+
+def _bitflip_cls():
+    from xbar.devices.bitflip import BitFlipModel
+
+    return BitFlipModel
+
+
+# section name -> (class, field renames TOML->class, fields that are TOML-only)
+SECTIONS: dict[str, Any] = {
+    "mapping": MappingConfig,
+    "programming": ProgrammingNoise,
+    "correlation": KroneckerCovariance,
+    "injection": NoiseFamily,
+    "read_noise": ReadNoise,
+    "drift": DriftModel,
+    "bitflip": None,  # resolved lazily (BitFlipModel)
+}
+RENAMES = {"injection": {"family": "kind"}, "correlation": {"kind": None}, "bitflip": {"targets": None}}
+CORRELATION_KINDS = ("kronecker-exponential",)
+
+
+def _section_class(name: str):
+    return _bitflip_cls() if name == "bitflip" else SECTIONS[name]
+
+
+def _fields(cls) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def _check_value(origin: str, key: str, value: Any, f: dataclasses.Field) -> Any:
+    """Type-check one TOML value against the dataclass field's annotation."""
+    ann = str(f.type)
+    where = f"{origin}: {key} = {value!r}"
+    if isinstance(value, bool) and "bool" not in ann:
+        raise InputError(f"{where}: expected {ann}, got a boolean")
+    if "tuple" in ann:
+        if isinstance(value, str) and "str" in ann:
+            return value
+        if not isinstance(value, list):
+            if "None" in ann and value is None:
+                return None
+            raise InputError(f"{where}: expected a list of numbers")
+        out = []
+        for v in value:
+            if isinstance(v, list):
+                out.append(tuple(v))
+            elif isinstance(v, int | float) and not isinstance(v, bool):
+                if not math.isfinite(v):
+                    raise InputError(f"{where}: expected finite numbers")
+                out.append(float(v))
+            else:
+                out.append(v)
+        return tuple(out)
+    if ann.startswith("int") or ann == "int":
+        if not isinstance(value, int):
+            raise InputError(f"{where}: expected an integer")
+        return value
+    if ann.startswith("float") or ann == "float":
+        if not isinstance(value, int | float):
+            raise InputError(f"{where}: expected a number")
+        if not math.isfinite(value):
+            raise InputError(f"{where}: expected a finite number")
+        return float(value)
+    if ann.startswith("str") or ann == "str":
+        if not isinstance(value, str):
+            raise InputError(f"{where}: expected a string")
+        return value
+    return value
+
+
+def build_section(name: str, table: dict[str, Any], origin: str) -> Any:
+    """Validate one TOML table and build its device object."""
+    if not isinstance(table, dict):
+        raise InputError(f"{origin}: [{name}] must be a table")
+    cls = _section_class(name)
+    fields = _fields(cls)
+    renames = RENAMES.get(name, {})
+    kwargs = {}
+    for key, value in table.items():
+        target = renames.get(key, key)
+        if key in renames and target is None:
+            continue  # TOML-only field handled by the caller
+        if target not in fields:
+            known = sorted(set(k for k in fields if k not in renames.values()) | set(renames))
+            raise InputError(f"{origin}: [{name}].{key}: unknown field; expected one of {', '.join(known)}")
+        kwargs[target] = _check_value(origin, f"[{name}].{key}", value, fields[target])
+    if name == "correlation":
+        kind = table.get("kind", "kronecker-exponential")
+        if kind not in CORRELATION_KINDS:
+            raise InputError(f"{origin}: [correlation].kind = {kind!r}: expected one of {', '.join(CORRELATION_KINDS)}")
+    if name == "bitflip":
+        targets = table.get("targets", ["weights"])
+        bad = [t for t in targets if t not in ("weights", "biases", "activations")] if isinstance(targets, list) else [targets]
+        if bad:
+            raise InputError(f"{origin}: [bitflip].targets = {targets!r}: expected a list of weights, biases, activations")
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"{origin}: [{name}] {exc}") from None
+
+
+def section_to_table(name: str, obj: Any) -> dict[str, Any]:
+    """The TOML table of a device object, omitting fields left at their defaults."""
+    out: dict[str, Any] = {}
+    inverse = {v: k for k, v in RENAMES.get(name, {}).items() if v}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        default = f.default if f.default is not dataclasses.MISSING else None
+        if value is None or (value == default and name != "mapping"):
+            continue
+        if isinstance(value, tuple):
+            value = [list(v) if isinstance(v, tuple) else v for v in value]
+        out[inverse.get(f.name, f.name)] = value
+    if name == "correlation":
+        out = {"kind": "kronecker-exponential", **out}
+    return out
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named, validated device description (see docs/presets.md)."""
+
+    name: str
+    mapping: MappingConfig
+    description: str = ""
+    source: str = ""
+    programming: ProgrammingNoise | None = None
+    correlation: KroneckerCovariance | None = None
+    injection: NoiseFamily | None = None
+    read_noise: ReadNoise | None = None
+    drift: DriftModel | None = None
+    bitflip: Any = None
+    bitflip_targets: tuple[str, ...] = ("weights",)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], origin: str = "<preset>") -> Preset:
+        """Validate a parsed TOML document; raises InputError with one line."""
+        if not isinstance(data, dict):
+            raise InputError(f"{origin}: expected a TOML table at the top level")
+        if data.get("schema", SCHEMA) != SCHEMA:
+            raise InputError(f"{origin}: schema = {data.get('schema')!r}: expected {SCHEMA!r}")
+        version = data.get("schema_version", SCHEMA_VERSION)
+        if version != SCHEMA_VERSION:
+            raise InputError(f"{origin}: schema_version = {version!r}: expected {SCHEMA_VERSION}")
+        for key in data:
+            if key not in TOP_LEVEL and key not in SECTIONS and key != "provenance":
+                raise InputError(
+                    f"{origin}: {key}: unknown key; expected one of "
+                    f"{', '.join(list(TOP_LEVEL) + [f'[{s}]' for s in SECTIONS] + ['[provenance]'])}"
+                )
+        name = data.get("name")
+        if not isinstance(name, str) or not name:
+            raise InputError(f"{origin}: name: expected a non-empty string")
+        for key in ("description", "source"):
+            if key in data and not isinstance(data[key], str):
+                raise InputError(f"{origin}: {key}: expected a string")
+        if "mapping" not in data:
+            raise InputError(f"{origin}: [mapping]: missing; every preset needs a [mapping] section")
+        parts = {s: build_section(s, data[s], origin) for s in SECTIONS if s in data}
+        prov = data.get("provenance", {})
+        if not isinstance(prov, dict):
+            raise InputError(f"{origin}: [provenance] must be a table")
+        targets = tuple(data.get("bitflip", {}).get("targets", ["weights"]))
+        preset = cls(
+            name=name,
+            description=data.get("description", ""),
+            source=data.get("source", ""),
+            provenance=prov,
+            bitflip_targets=targets,
+            **parts,
+        )
+        try:
+            preset.device_model()
+        except ValueError as exc:
+            raise InputError(f"{origin}: {exc}") from None
+        return preset
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "name": self.name}
+        if self.description:
+            out["description"] = self.description
+        if self.source:
+            out["source"] = self.source
+        for s in SECTIONS:
+            obj = getattr(self, s)
+            if obj is not None:
+                out[s] = section_to_table(s, obj)
+        if self.bitflip is not None:
+            out["bitflip"]["targets"] = list(self.bitflip_targets)
+        if self.provenance:
+            out["provenance"] = self.provenance
+        return out
+
+    def device_model(self) -> DeviceModel:
+        """The :class:`DeviceModel` this preset describes."""
+        return DeviceModel(
+            mapping=self.mapping,
+            programming=self.programming,
+            correlation=self.correlation,
+            injection=self.injection or NoiseFamily(),
+            read_noise=self.read_noise,
+            drift=self.drift,
+            bitflip=self.bitflip,
+            bitflip_targets=self.bitflip_targets,
+        )
+
+    def with_overrides(self, origin: str = "<overrides>", **overrides: Any) -> Preset:
+        """A copy with fields replaced by keyword.
+
+        Keys are a field name that is unique across sections (``sigma_d``,
+        ``weight_bits``, ``bits_per_device``, ``p_0to1``...) or ``section.field`` /
+        ``section__field`` (``correlation.sigma``). ``name``/``description`` work too.
+        """
+        data = self.to_dict()
+        for key, value in overrides.items():
+            key = key.replace("__", ".")
+            if key in TOP_LEVEL:
+                data[key] = value
+                continue
+            if "." in key:
+                section, fname = key.split(".", 1)
+            else:
+                hits = [s for s in SECTIONS if fname_in(s, key)]
+                if not hits:
+                    raise InputError(f"{origin}: {key}: no preset section has this field")
+                if len(hits) > 1:
+                    raise InputError(
+                        f"{origin}: {key}: ambiguous; name it as one of {', '.join(f'{h}.{key}' for h in hits)}"
+                    )
+                section, fname = hits[0], key
+            if section not in SECTIONS:
+                raise InputError(f"{origin}: {key}: unknown section {section!r}")
+            table = data.setdefault(section, {})
+            if value is None:
+                table.pop(fname, None)
+            else:
+                table[fname] = list(value) if isinstance(value, tuple) else value
+        return Preset.from_dict(data, origin=f"{self.name} with overrides")
+
+
+def fname_in(section: str, key: str) -> bool:
+    cls = _section_class(section)
+    inverse = {v: k for k, v in RENAMES.get(section, {}).items() if v}
+    names = {inverse.get(f.name, f.name) for f in dataclasses.fields(cls)}
+    return key in names

@@ -1,0 +1,69 @@
+"""Load, save and list presets (TOML files; the shipped ones live in ``xbar/presets/data``)."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from xbar.errors import InputError
+from xbar.fileio import atomic_write_text
+from xbar.presets.schema import Preset
+
+
+def _shipped() -> dict[str, Path]:
+    root = resources.files("xbar.presets") / "data"
+    return {Path(str(p)).stem: Path(str(p)) for p in root.iterdir() if str(p).endswith(".toml")}
+
+
+def names() -> list[str]:
+    """Names of the presets shipped with xbar."""
+    return sorted(_shipped())
+
+
+def read_toml(path: str | os.PathLike) -> dict[str, Any]:
+    p = Path(path)
+    try:
+        with open(p, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise InputError(f"{p}: no such preset file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"{p}: not valid TOML ({exc})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{p}: cannot be read ({exc})") from None
+
+
+def load(name_or_path: str | os.PathLike | Preset, **overrides: Any) -> Preset:
+    """A validated preset by shipped name or file path, with keyword overrides.
+
+    ``load("fefet1", sigma_d=0.1, weight_bits=4, bits_per_device=2)``.
+    """
+    if isinstance(name_or_path, Preset):
+        preset = name_or_path
+    else:
+        key = str(name_or_path)
+        shipped = _shipped()
+        if key in shipped:
+            path = shipped[key]
+        elif key.endswith(".toml") or os.sep in key or Path(key).exists():
+            path = Path(key)
+        else:
+            raise InputError(f"preset {key!r}: not a shipped preset ({', '.join(sorted(shipped))}) nor a .toml file")
+        preset = Preset.from_dict(read_toml(path), origin=str(path if key not in shipped else f"preset {key}"))
+    return preset.with_overrides(**overrides) if overrides else preset
+
+
+def dumps(preset: Preset) -> str:
+    return tomli_w.dumps(preset.to_dict())
+
+
+def save(preset: Preset, path: str | os.PathLike, force: bool = False) -> Path:
+    """Write ``preset`` as TOML atomically; refuses to overwrite unless ``force``."""
+    text = dumps(preset)
+    Preset.from_dict(tomllib.loads(text), origin=str(path))  # what we write must load back
+    return atomic_write_text(path, text, force=force)
