@@ -84,8 +84,14 @@ class DeviceModel:
     # ----------------------------------------------------------------- basics
     @property
     def clips(self) -> bool:
-        """Analog conductances are clipped at 0 (aihwkit), which breaks the closed form."""
-        return self.mapping.analog
+        """Noisy analog conductances are clipped at 0 (aihwkit), which breaks the closed form."""
+        return self.mapping.analog and not self._analog_noise_free
+
+    @property
+    def _analog_noise_free(self) -> bool:
+        return (self.programming is None or self.programming.is_zero) and (
+            self.correlation is None or self.correlation.sigma == 0
+        )
 
     @property
     def noise_free(self) -> bool:
