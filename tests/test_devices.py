@@ -169,7 +169,7 @@ def test_kronecker_eigenpairs_match_dense_eigendecomposition() -> None:
 
 
 def test_low_rank_factor_reproduces_the_top_k_covariance() -> None:
-    k = KroneckerCovariance(sigma=1.0, length_rows=4.0, length_cols=4.0)
+    k = KroneckerCovariance(sigma=1.0, length_rows=4.0, length_cols=1.7)  # no degenerate eigenvalues
     dense = DenseCovariance(k.to_dense(4, 4))
     lr = dense.low_rank(5)
     vals, vecs = torch.linalg.eigh(k.to_dense(4, 4))
@@ -310,3 +310,14 @@ def test_sampling_on_cuda(preset: str) -> None:
     x = model.program(w, 8, torch.Generator(device="cuda").manual_seed(0))
     assert x.device.type == "cuda" and x.shape == (8, 64, 32)
     assert torch.allclose(model.weight_std(w).cpu(), model.weight_std(w.cpu()), rtol=1e-5) or preset == "pcm"
+
+
+def test_rank_k_kronecker_sampling_has_the_top_k_covariance() -> None:
+    # distinct lengths: no degenerate eigenvalues, so the rank-4 truncation is unique
+    k = KroneckerCovariance(sigma=0.5, length_rows=3.0, length_cols=1.3, rank=4)
+    f = k.sample(5, 5, 30000, 5, 5, torch.Generator().manual_seed(4), dtype=torch.float64)
+    full = KroneckerCovariance(sigma=0.5, length_rows=3.0, length_cols=1.3)
+    vals, vecs = torch.linalg.eigh(full.to_dense(5, 5))
+    top = (vecs[:, -4:] * vals[-4:]) @ vecs[:, -4:].T
+    z = _cov_zscores(f.reshape(30000, -1), top)
+    assert z.abs().max() < stats.norm.ppf(1 - ALPHA / (2 * z.numel()))
