@@ -1,6 +1,7 @@
 """The physics of one device population: programming noise, correlated noise,
 injection families, read noise, drift and bit flips, composed by :class:`DeviceModel`."""
 
+from xbar.devices.bitflip import BitFlipModel, flip_bits
 from xbar.devices.correlated import (
     DenseCovariance,
     KroneckerCovariance,
@@ -14,6 +15,8 @@ from xbar.devices.model import DeviceModel, DeviceState, instance_generators
 from xbar.devices.programming import ProgrammingNoise, fefet_profile
 
 __all__ = [
+    "BitFlipModel",
+    "flip_bits",
     "FAMILIES",
     "DenseCovariance",
     "DeviceModel",

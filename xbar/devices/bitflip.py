@@ -194,8 +194,10 @@ class BitFlipModel:
                 f"BitFlipModel.storage: got {storage!r}, expected one of {', '.join(STORAGE_BITS)}"
             )
         bits = STORAGE_BITS[storage]
-        if isinstance(n_protected, bool) or not isinstance(n_protected, int) or not (
-            0 <= n_protected <= bits
+        if (
+            isinstance(n_protected, bool)
+            or not isinstance(n_protected, int)
+            or not (0 <= n_protected <= bits)
         ):
             raise ValueError(
                 f"BitFlipModel.thermometer n_protected: got {n_protected!r}, expected an "
@@ -261,19 +263,22 @@ def _signed_bit_values(bits: int) -> list[int]:
 
 
 def _distinct_uniform(n: int, k: int, generator: torch.Generator | None, device) -> torch.Tensor:
-    """``k`` distinct integers drawn uniformly from [0, n) (a uniform random k-subset).
+    """``k`` distinct integers drawn uniformly from [0, n) (a uniform random k-subset), sorted.
 
-    Draws with replacement and redraws as many as were lost to duplicates until
-    ``k`` are distinct; the process is symmetric under any permutation of [0, n),
-    so the resulting set is uniform over k-subsets.
+    For k <= n / 16: draw k with replacement, then redraw as many as were lost to
+    duplicates until k are distinct (each round leaves about k/n of the missing
+    ones missing). The process is symmetric under any permutation of [0, n), so
+    the resulting set is uniform over k-subsets. For larger k a random
+    permutation, O(n), which is then O(k) too.
     """
     kw = {"generator": generator, "device": device, "dtype": torch.int64}
+    if 16 * k > n:
+        return torch.sort(torch.randperm(n, **kw)[:k]).values
     idx = torch.unique(torch.randint(n, (k,), **kw))
     while idx.numel() < k:
         more = torch.randint(n, (k - idx.numel(),), **kw)
         idx = torch.unique(torch.cat([idx, more]))
-    # randomize the order so nothing downstream can depend on sorted slots
-    return idx[torch.randperm(k, generator=generator, device=device)]
+    return idx
 
 
 def _binomial(n: int, p: float, generator: torch.Generator | None, device) -> int:

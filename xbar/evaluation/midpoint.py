@@ -192,7 +192,9 @@ def fit_midpoint(
         "p_range": (float(p_arr.min()), float(p_arr.max())),
     }
 
-    names = ["mu", "sigma"] + ([] if a_min_fixed else ["a_min"]) + ([] if a_max_fixed else ["a_max"])
+    names = (
+        ["mu", "sigma"] + ([] if a_min_fixed else ["a_min"]) + ([] if a_max_fixed else ["a_max"])
+    )
 
     def unpack(theta: np.ndarray) -> tuple[float, float, float, float]:
         vals = dict(zip(names, theta))
