@@ -35,6 +35,16 @@ def instance_generators(seeds: Sequence[int], device: torch.device | str | None)
     return [torch.Generator(device=dev).manual_seed(int(s)) for s in seeds]
 
 
+def _per_instance(draw, n: int, generator, seeds, like: torch.Tensor) -> torch.Tensor:
+    """``draw(n, generator)``, or one ``draw(1, g_i)`` per instance seed when ``seeds`` is given."""
+    if seeds is None:
+        return draw(n, generator)
+    gens = instance_generators(seeds, like.device)
+    if not gens:
+        return draw(0, None)
+    return torch.cat([draw(1, g) for g in gens])
+
+
 @dataclass
 class DeviceState:
     """Devices of one weight tensor after programming ``n`` instances.
@@ -165,30 +175,29 @@ class DeviceModel:
         """``n`` Monte Carlo instances of ``weights`` as programmed, ``[n, *weights.shape]``.
 
         With ``seeds`` (one per instance) each instance draws from its own generator,
-        so results do not depend on how instances are batched or split.
+        so results do not depend on how instances are batched or split. The per-weight
+        statistics are computed once and shared by all instances.
         """
         weights = weights.detach()
-        if seeds is not None:
-            gens = instance_generators(seeds, weights.device)
-            return torch.cat([self._program(weights, 1, g) for g in gens]) if gens else weights.new_empty((0, *weights.shape))
-        return self._program(weights, n, generator)
-
-    def _program(self, weights: torch.Tensor, n: int, gen: torch.Generator | None) -> torch.Tensor:
         if self.clips:
-            out = self.program_devices(weights, n, gen).weights()
-        else:
-            base = self.target(weights)
-            out = base.expand(n, *weights.shape).clone()
-            std = self.weight_std(weights)
-            if std.any():
+            return self._flip_each(self.program_devices(weights, n, generator, seeds).weights(), generator, seeds)
+        base = self.target(weights)
+        std = self.weight_std(weights)
+        std = std if bool(std.any()) else None
+        shift = self.weight_mean_shift(weights)
+
+        def draw(k: int, gen: torch.Generator | None) -> torch.Tensor:
+            out = base.expand(k, *weights.shape).clone()
+            if std is not None:
                 out += std * torch.randn(out.shape, generator=gen, device=out.device, dtype=out.dtype)
-            shift = self.weight_mean_shift(weights)
             if shift is not None:
                 out += shift
-            corr = self.correlated_field(weights, n, gen)
+            corr = self.correlated_field(weights, k, gen)
             if corr is not None:
                 out += corr
-        return self._flip(out, gen)
+            return self._flip(out, gen)
+
+        return _per_instance(draw, n, generator, seeds, weights)
 
     def _flip(self, w: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
         if self.bitflip is None or "weights" not in self.bitflip_targets:
@@ -197,37 +206,59 @@ class DeviceModel:
 
         return torch.stack([flip_bits(wi, self.bitflip, generator=gen) for wi in w])
 
+    def _flip_each(self, w: torch.Tensor, gen, seeds) -> torch.Tensor:
+        if self.bitflip is None or "weights" not in self.bitflip_targets:
+            return w
+        if seeds is None:
+            return self._flip(w, gen)
+        # a stream of its own for the flips of each instance (offset from the noise stream)
+        gens = instance_generators([int(s) + 0x5EED for s in seeds], w.device)
+        return torch.cat([self._flip(wi[None], g) for wi, g in zip(w, gens)])
+
     def program_devices(
-        self, weights: torch.Tensor, n: int = 1, generator: torch.Generator | None = None
+        self,
+        weights: torch.Tensor,
+        n: int = 1,
+        generator: torch.Generator | None = None,
+        seeds: Sequence[int] | None = None,
     ) -> DeviceState:
         """Program ``n`` instances device by device (needed for drift, read noise, clipping)."""
         weights = weights.detach()
         cfg = self.mapping
         lv = slice_weights(weights, cfg)
         target = lv.levels
-        shape = (n, *target.shape)
-        prog = target.expand(shape).clone()
+        sig = None
         if self.programming is not None and not self.programming.is_zero:
             sig = self.programming.sigma(target, cfg)
-            prog += sig * torch.randn(shape, generator=generator, device=prog.device, dtype=prog.dtype)
-            mu = self.programming.mean(target)
+        mu = self.programming.mean(target) if self.programming is not None else None
+        corr = self.correlation if self.correlation is not None and self.correlation.sigma > 0 else None
+        mat_shape = crossbar_matrix(weights).shape
+
+        def draw(k: int, gen: torch.Generator | None) -> torch.Tensor:
+            shape = (k, *target.shape)
+            prog = target.expand(shape).clone()
+            if sig is not None:
+                prog += sig * torch.randn(shape, generator=gen, device=prog.device, dtype=prog.dtype)
             if mu is not None:
                 prog += mu
-        if self.correlation is not None and self.correlation.sigma > 0:
-            c = self.correlation
-            mat_shape = crossbar_matrix(weights).shape
-            k = n * cfg.planes * cfg.slices
-            f = c.sample(*mat_shape, k, cfg.tile_rows, cfg.tile_cols, generator, weights.device, weights.dtype)
-            f = f.transpose(1, 2).reshape(n, cfg.planes, cfg.slices, *weights.shape)
-            prog += f
-        if self.clips:
-            prog.clamp_(min=0.0)
-        nu = None
-        if self.drift is not None:
-            z = torch.randn(shape, generator=generator, device=prog.device, dtype=prog.dtype)
+            if corr is not None:
+                m = k * cfg.planes * cfg.slices
+                f = corr.sample(*mat_shape, m, cfg.tile_rows, cfg.tile_cols, gen, weights.device, weights.dtype)
+                prog += f.transpose(1, 2).reshape(k, cfg.planes, cfg.slices, *weights.shape)
+            if self.clips:
+                prog.clamp_(min=0.0)
+            if self.drift is None:
+                return prog
+            z = torch.randn(shape, generator=gen, device=prog.device, dtype=prog.dtype)
             nu = self.drift.sample_nu(target.expand(shape), cfg, z)
-        sign = level_sign(weights)
-        return DeviceState(target, prog, nu, sign, lv.scale, cfg)
+            return torch.stack([prog, nu], dim=1)
+
+        out = _per_instance(draw, n, generator, seeds, weights)
+        if self.drift is None:
+            prog, nu = out, None
+        else:
+            prog, nu = out[:, 0], out[:, 1]
+        return DeviceState(target, prog, nu, level_sign(weights), lv.scale, cfg)
 
     def read(
         self,
