@@ -19,7 +19,8 @@ test: $(STAMP)
 	$(PY) -m pytest -q -x --timeout=600 tests
 
 bench: $(STAMP)
-	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	@for b in benchmarks/[a-z]*.py; do m=$$(basename $$b .py); echo "== benchmarks.$$m" >&2; \
+		$(PY) -m benchmarks.$$m $(BENCH_ARGS) || exit 1; done
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check xbar tests benchmarks examples

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +74,7 @@ def read_measurements(path: str | os.PathLike) -> Measurements:
         raise InputError(
             f"{p}: not a readable HDF5 file (truncated or corrupt: {reason})"
         ) from None
-    return Measurements(**{**m.__dict__, "source_sha256": file_sha256(p)})
+    return replace(m, source_sha256=file_sha256(p))
 
 
 class _Reader:
@@ -267,19 +268,20 @@ class _Reader:
         present = [g for g in GROUPS if g in self.fh]
         if not present:
             self.fail("/", f"no measurement group; expected at least one of /{', /'.join(GROUPS)}")
+        levels = None
+        for name in ("programming", "reads", "drift"):
+            if name in present:
+                lv = self.levels(self.group(name))
+                if levels is not None and lv != levels:
+                    self.fail(
+                        f"/{name}/@levels",
+                        f"levels = {lv} disagrees with {levels} of the other groups; "
+                        "expected one device population per file",
+                    )
+                levels = lv
         parts: dict[str, Any] = {}
         for name in present:
             parts[name] = getattr(self, f"read_{name}")(self.group(name))
-        levels = None
-        for name in ("programming", "reads", "drift"):
-            if name in parts:
-                if levels is not None and parts[name].levels != levels:
-                    self.fail(
-                        f"/{name}/@levels",
-                        f"levels = {parts[name].levels} disagrees with {levels} of the other groups; "
-                        "expected one device population per file",
-                    )
-                levels = parts[name].levels
         if levels is None and "levels" in root.attrs:
             levels = self.levels(root)
         return Measurements(
@@ -376,6 +378,8 @@ class _Reader:
             if r.shape[0] < 3:
                 self.fail(f"{g.name}/{name}", f"has {r.shape[0]} value(s); expected at least 3 cycles")
             self.positive(f"{g.name}/{name}", r, "resistances")
+            if "units" in g[name].attrs:
+                self.units(g, name, ("ohm",))
             out.append(r)
         lrs, hrs = out
         if not np.median(hrs) > np.median(lrs):

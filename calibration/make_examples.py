@@ -1,0 +1,60 @@
+#!/usr/bin/env python
+"""Generate the example measurement files in ``calibration/examples/`` (deterministic).
+
+Each file is drawn from known parameters with a fixed seed by the generators of
+``xbar.calibration.synthetic`` (where the parameters are listed), so running this
+script again reproduces the files byte for byte:
+
+* ``fefet_per_level.h5``: 4-level FeFET-like device, sigma per level
+  [0.1, 0.4, 0.4, 0.1] level units (TRICE Eq. 16, FeFET1 with sigma_d = 0.1), 1,000
+  devices per level, plus /reads (40 devices per level x 16 reads, read sigma
+  [0.02, 0.03, 0.03, 0.02]).
+* ``reram_correlated.h5``: 8 arrays of 32 x 64 devices whose deviations are
+  sigma 0.1 Kronecker-exponential correlated noise (lengths 3 rows, 8 columns) plus
+  independent sigma 0.05; as /array_maps and as /programming rows.
+* ``pcm_drift.h5``: 50 devices per level, 12 log-spaced reads from t0 = 20 s to
+  1e6 s; nu mean [0.10, 0.07, 0.05, 0.03], std [0.02, 0.015, 0.01, 0.008].
+* ``hfox_switching.h5``: 2,000 LRS (median 8 kOhm, sigma_ln 0.25) and 2,000 HRS
+  (median 80 kOhm, sigma_ln 0.55) cycles; Emonds Eq. 1 gives p_bf = Phi(-ln 10 / 0.8)
+  = 2.0e-3.
+
+Usage: ``.venv/bin/python calibration/make_examples.py [--out DIR] [--force]``
+(refuses to overwrite existing files unless ``--force``). Fit one with
+``xbar fit calibration/examples/fefet_per_level.h5 --out fefet.toml --report rep/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from xbar.calibration import synthetic, write_measurements
+from xbar.errors import InputError
+
+EXAMPLES = {
+    "fefet_per_level.h5": (synthetic.fefet_per_level, 1),
+    "reram_correlated.h5": (synthetic.reram_correlated, 2),
+    "pcm_drift.h5": (synthetic.pcm_drift, 3),
+    "hfox_switching.h5": (synthetic.hfox_switching, 4),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default=str(Path(__file__).parent / "examples"), help="output directory")
+    parser.add_argument("--force", action="store_true", help="overwrite existing files")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    try:
+        for name, (make, seed) in EXAMPLES.items():
+            path = write_measurements(out / name, make(seed), force=args.force)
+            print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB)")
+    except InputError as exc:
+        print(f"make_examples: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""Import a plain CSV table into an ``xbar-measurements`` file (layouts in calibration/SCHEMA.md).
+
+Layouts (header row required, extra columns ignored, ``#`` comment lines skipped):
+
+* ``kind="programming"``: ``device_id,array,row,col,cycle,target_level,conductance_uS``
+  (``target_level`` and ``conductance_uS`` required, the integer coordinates optional);
+* ``kind="reads"``: ``device_id,target_level,conductance_uS`` with one row per read
+  (every device read the same number of times, in file order);
+* ``kind="switching"``: ``state,resistance_ohm`` with state ``LRS`` or ``HRS``.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from xbar.calibration.reader import read_measurements
+from xbar.calibration.schema import MAX_ROWS, Measurements, Programming, Reads, Switching
+from xbar.calibration.writer import _write
+from xbar.errors import InputError
+from xbar.fileio import atomic_write, check_writable
+
+KINDS = {
+    "programming": (("target_level", "conductance_uS"), ("device_id", "array", "row", "col", "cycle")),
+    "reads": (("device_id", "target_level", "conductance_uS"), ()),
+    "switching": (("state", "resistance_ohm"), ()),
+}
+_INT_COLS = {"device_id", "array", "row", "col", "cycle", "target_level"}
+
+
+def _read_table(path: Path, required: Sequence[str], optional: Sequence[str]) -> dict[str, list]:
+    try:
+        fh = open(path, newline="", encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({exc.strerror})") from None
+    with fh:
+        rows = (r for r in csv.reader(fh) if r and not r[0].lstrip().startswith("#"))
+        try:
+            header = [h.strip() for h in next(rows)]
+        except StopIteration:
+            raise InputError(f"{path}: empty file; expected a header row with {','.join(required)}") from None
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise InputError(f"{path}: line 1: not a CSV table ({exc})") from None
+        missing = [c for c in required if c not in header]
+        if missing:
+            raise InputError(
+                f"{path}: header: missing column(s) {', '.join(missing)}; expected {','.join(required)}"
+            )
+        cols = [c for c in (*required, *optional) if c in header]
+        idx = {c: header.index(c) for c in cols}
+        out: dict[str, list] = {c: [] for c in cols}
+        try:
+            for line_no, row in enumerate(rows, start=2):
+                if len(out[cols[0]]) >= MAX_ROWS:
+                    raise InputError(f"{path}: more than {MAX_ROWS:.0e} rows; expected fewer")
+                if len(row) < len(header):
+                    raise InputError(f"{path}: line {line_no}: {len(row)} fields; expected {len(header)}")
+                for c in cols:
+                    out[c].append(_parse(path, line_no, c, row[idx[c]].strip()))
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise InputError(f"{path}: not a CSV table ({exc})") from None
+    if not out[cols[0]]:
+        raise InputError(f"{path}: no data rows; expected at least one row after the header")
+    return out
+
+
+def _parse(path: Path, line: int, col: str, text: str):
+    if col == "state":
+        s = text.upper()
+        if s not in ("LRS", "HRS"):
+            raise InputError(f"{path}: line {line}: state = {text!r}; expected LRS or HRS")
+        return s
+    try:
+        v = int(text) if col in _INT_COLS else float(text)
+    except ValueError:
+        what = "an integer" if col in _INT_COLS else "a number"
+        raise InputError(f"{path}: line {line}: {col} = {text!r}; expected {what}") from None
+    if col not in _INT_COLS and not np.isfinite(v):
+        raise InputError(f"{path}: line {line}: {col} = {text!r}; expected a finite number")
+    return v
+
+
+def import_csv(
+    csv_path: str | os.PathLike,
+    out_h5: str | os.PathLike,
+    kind: str = "programming",
+    *,
+    levels: int | None = None,
+    level_conductance_uS: Sequence[float] | None = None,
+    device: str | None = None,
+    created: str | None = None,
+    force: bool = False,
+) -> Path:
+    """Convert ``csv_path`` (layout of ``kind``) into a validated ``xbar-measurements`` file.
+
+    Args:
+        levels: number of levels (default: largest target level + 1).
+        level_conductance_uS: nominal conductance of each level (required for
+            programming and reads, which convert microsiemens to level units with it).
+        device: the root ``device`` attribute (default: the CSV file's stem).
+        created: the root ``created`` attribute (default: now, ISO 8601 UTC).
+        force: overwrite ``out_h5`` if it exists.
+
+    The file is written atomically and read back through the validating reader before
+    it replaces ``out_h5``; on any problem nothing is written.
+    """
+    src = Path(csv_path)
+    if kind not in KINDS:
+        raise InputError(f"kind = {kind!r}: expected one of {', '.join(KINDS)}")
+    check_writable(out_h5, force)
+    table = _read_table(src, *KINDS[kind])
+    meta = {
+        "device": device or src.stem,
+        "created": created or datetime.now(UTC).replace(microsecond=0).isoformat(),
+    }
+    if kind == "switching":
+        state = np.array(table["state"])
+        r = np.asarray(table["resistance_ohm"], dtype=np.float64)
+        m = Measurements(
+            **meta, levels=2, switching=Switching(r[state == "LRS"], r[state == "HRS"])
+        )
+    else:
+        target = np.asarray(table["target_level"], dtype=np.int64)
+        L = int(levels) if levels is not None else int(target.max()) + 1
+        if level_conductance_uS is None:
+            raise InputError(
+                f"{src}: level_conductance_uS is required to convert conductance_uS to level units "
+                f"(one nominal conductance per level, {L} values)"
+            )
+        nominal = np.asarray(level_conductance_uS, dtype=np.float64)
+        g = np.asarray(table["conductance_uS"], dtype=np.float64)
+        if kind == "programming":
+            coords = {
+                c: np.asarray(table[c], dtype=np.int64) if c in table else None
+                for c in KINDS["programming"][1]
+            }
+            m = Measurements(
+                **meta,
+                levels=L,
+                programming=Programming(target, g, "uS", L, nominal, **coords),
+            )
+        else:
+            m = Measurements(**meta, levels=L, reads=_pivot_reads(src, table, target, g, nominal, L))
+
+    out = Path(out_h5)
+
+    def write_and_check(tmp: Path) -> None:
+        _write(tmp, m)
+        try:
+            read_measurements(tmp)
+        except InputError as exc:
+            raise InputError(str(exc).replace(str(tmp), f"{src} -> {out}")) from None
+
+    return atomic_write(out, write_and_check, force)
+
+
+def _pivot_reads(src: Path, table: dict, target: np.ndarray, g: np.ndarray, nominal, L: int) -> Reads:
+    dev = np.asarray(table["device_id"], dtype=np.int64)
+    ids, counts = np.unique(dev, return_counts=True)
+    if np.any(counts != counts[0]):
+        bad = int(ids[np.argmax(counts != counts[0])])
+        raise InputError(
+            f"{src}: device_id {bad} has a different number of reads than device {int(ids[0])}; "
+            "expected the same number of reads for every device"
+        )
+    order = np.argsort(dev, kind="stable")
+    r = int(counts[0])
+    lvl = target[order].reshape(-1, r)
+    if np.any(lvl != lvl[:, :1]):
+        raise InputError(f"{src}: target_level: differs between reads of one device; expected one target per device")
+    return Reads(ids, lvl[:, 0], g[order].reshape(-1, r), "uS", L, nominal)

@@ -1,0 +1,260 @@
+"""``fit(path)``: run every fitter that has data and assemble the preset (docs/presets.md).
+
+The programming sigmas written to the preset are those of the chosen model
+(:mod:`xbar.calibration.selection`) after a variance decomposition: a measured
+deviation contains one read's noise and, if array maps are present, the spatially
+correlated component, both of which the preset describes in their own sections; so
+``sigma_h^2 = s_h^2 - sigma_read_h^2 - sigma_corr^2`` (floored at 0; ``decompose=False``
+keeps the raw sigmas).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+from xbar.calibration.drift import DriftFitter
+from xbar.calibration.programming import LevelNoiseFitter
+from xbar.calibration.read_noise import ReadNoiseFitter
+from xbar.calibration.reader import read_measurements
+from xbar.calibration.result import FitResult
+from xbar.calibration.schema import Measurements
+from xbar.calibration.selection import SigmaModelSelector
+from xbar.calibration.spatial import SpatialFitter
+from xbar.calibration.switching import BitFlipFitter
+from xbar.errors import InputError
+
+PRESET_SCHEMA = "xbar-preset"
+PRESET_SCHEMA_VERSION = 1
+
+
+def _r(x: float, digits: int = 6) -> float:
+    """Round to ``digits`` significant digits (presets are read by humans)."""
+    return float(f"{float(x):.{digits}g}")
+
+
+def default_name(source: str | None) -> str:
+    stem = Path(source).stem if source else "fitted"
+    name = re.sub(r"[^a-z0-9]+", "-", stem.lower()).strip("-")
+    return name or "fitted"
+
+
+def fit(
+    source: str | os.PathLike | Measurements,
+    *,
+    name: str | None = None,
+    weight_bits: int | None = None,
+    confidence: float = 0.95,
+    alpha: float = 0.05,
+    decompose: bool = True,
+    bootstrap: int = 200,
+    seed: int = 0,
+    bitflip_method: str = "closed",
+) -> FitResult:
+    """Fit every measurement group of ``source`` (a file path or :class:`Measurements`).
+
+    Args:
+        name: preset name (default: the file's stem).
+        weight_bits: H of the preset's mapping (default 2 * bits_per_device).
+        confidence: level of every reported interval.
+        alpha: LRT significance level of the uniform vs per-level sigma choice.
+        decompose: subtract read-noise and correlated variance from programming sigmas.
+        bootstrap, seed: bootstrap resamples (and seed) of the spatial-correlation intervals.
+        bitflip_method: "closed" or "brentq" solution of Emonds Eq. 1.
+    """
+    m = source if isinstance(source, Measurements) else read_measurements(source)
+    where = m.source_file or "<measurements>"
+    if not 0 < confidence < 1:
+        raise InputError(f"confidence = {confidence}: expected in (0, 1)")
+    levels = m.levels if m.levels is not None else 2
+    bits = int(round(math.log2(levels)))
+    if 2**bits != levels:
+        raise InputError(
+            f"{where}: levels = {levels}: not a power of two; a preset stores bits_per_device "
+            "= log2(levels) bits per device"
+        )
+    wb = 2 * bits if weight_bits is None else int(weight_bits)
+    if wb < bits or wb % bits or wb > 16:
+        raise InputError(
+            f"weight_bits = {wb}: expected a multiple of bits_per_device = {bits} between {bits} and 16"
+        )
+    notes: list[str] = []
+
+    prog = sel = read = drift = spatial = switching = None
+    if m.reads is not None:
+        read = ReadNoiseFitter(confidence).fit(m.reads)
+    if m.array_maps is not None:
+        spatial = SpatialFitter(bootstrap=bootstrap, seed=seed, confidence=confidence).fit(m.array_maps)
+    if m.drift is not None:
+        drift = DriftFitter(confidence).fit(m.drift)
+    if m.switching is not None:
+        try:
+            switching = BitFlipFitter(confidence, bitflip_method).fit(m.switching)
+        except ValueError as exc:
+            raise InputError(f"{where}: /switching: {exc}") from None
+
+    sigma_levels = sigma_ci = None
+    if m.programming is not None:
+        prog = LevelNoiseFitter(confidence).fit(m.programming)
+        sel = SigmaModelSelector(alpha, confidence).fit(m.programming)
+        sub = np.zeros(levels)
+        if decompose and read is not None:
+            sub += read.sigma_levels**2
+            notes.append("programming sigmas exclude the read noise of /reads")
+        if decompose and spatial is not None:
+            sub += spatial.sigma**2
+            notes.append("programming sigmas exclude the correlated variance of /array_maps")
+
+        def reduce(s: float, v: float) -> float:
+            return math.sqrt(max(0.0, s * s - v)) if math.isfinite(s) else s
+
+        if sel.chosen == "uniform":
+            n = np.array([s.n for s in prog.levels], dtype=np.float64)
+            v = float(np.sum(n * sub) / n.sum())
+            s_u = reduce(sel.sigma_uniform, v)
+            ci_u = sel.sigma_uniform_ci.map(lambda s: reduce(s, v))
+            sigma_levels = tuple([s_u] * levels)
+            sigma_ci = tuple([ci_u] * levels)
+        else:
+            sigma_levels = tuple(reduce(s.sigma, v) for s, v in zip(prog.levels, sub))
+            sigma_ci = tuple(s.sigma_ci.map(lambda x, v=v: reduce(x, v)) for s, v in zip(prog.levels, sub))
+        if any(s == 0 for s in sigma_levels) and np.any(sub > 0):
+            notes.append("a level's measured variance is below the subtracted variance; its sigma is 0")
+
+    result_args = dict(
+        source_file=m.source_file,
+        source_sha256=m.source_sha256,
+        device=m.device,
+        levels=levels,
+        groups=tuple(m.groups),
+        programming=prog,
+        selection=sel,
+        sigma_levels=sigma_levels,
+        sigma_levels_ci=sigma_ci,
+        read_noise=read,
+        drift=drift,
+        spatial=spatial,
+        switching=switching,
+        options={
+            "confidence": confidence,
+            "alpha": alpha,
+            "decompose": decompose,
+            "bootstrap": bootstrap,
+            "seed": seed,
+            "bitflip_method": bitflip_method,
+            "weight_bits": wb,
+        },
+    )
+    preset = build_preset(
+        m, levels, bits, wb, name or default_name(m.source_file), result_args, notes
+    )
+    return FitResult(preset_dict=preset, notes=tuple(notes), **result_args)
+
+
+def build_preset(
+    m: Measurements, levels: int, bits: int, weight_bits: int, name: str, r: dict, notes: list[str]
+) -> dict:
+    """The preset dictionary (docs/presets.md) of fitted results ``r``."""
+    src = Path(m.source_file).name if m.source_file else "<in memory>"
+    d: dict = {
+        "schema": PRESET_SCHEMA,
+        "schema_version": PRESET_SCHEMA_VERSION,
+        "name": name,
+        "description": f"Fitted by xbar fit from {src} ({m.device})",
+        "source": f"xbar fit of {src}: {', '.join('/' + g for g in m.groups)}",
+        "mapping": {"weight_bits": weight_bits, "bits_per_device": bits, "sign": "magnitude"},
+    }
+    prov: dict = {"source_file": src}
+    if m.source_sha256:
+        prov["source_sha256"] = m.source_sha256
+    prov["device"] = m.device
+    prov["confidence"] = r["options"]["confidence"]
+    samples: dict = {}
+    gof: dict = {}
+
+    sp = r["spatial"]
+    if sp is not None:
+        d["mapping"]["tile_rows"] = sp.rows
+        d["mapping"]["tile_cols"] = sp.cols
+
+    prog, sel = r["programming"], r["selection"]
+    if prog is not None:
+        sig = np.asarray(r["sigma_levels"])
+        positive = sig[sig > 0]
+        sigma_d = float(positive.min()) if positive.size else 0.0
+        mult = [1.0] * levels if sel.chosen == "uniform" or sigma_d == 0 else [_r(s / sigma_d) for s in sig]
+        d["programming"] = {
+            "sigma_d": _r(sigma_d),
+            "level_multipliers": mult,
+            "mean_levels": [_r(x) for x in prog.mean_levels],
+        }
+        samples["programming"] = prog.n
+        norm = [s.normality for s in prog.levels]
+        for key in ("ks_p", "shapiro_p", "anderson_p"):
+            vals = [getattr(x, key) for x in norm if getattr(x, key) is not None]
+            if vals:
+                gof[f"programming_{key}_min"] = _r(min(vals), 4)
+        prov["programming_model"] = sel.chosen
+        gof["selection_lrt_p"] = _r(sel.lrt_p, 4)
+        gof["selection_aic_uniform"] = _r(sel.aic_uniform, 8)
+        gof["selection_aic_per_level"] = _r(sel.aic_per_level, 8)
+    elif sp is not None:
+        d["programming"] = {"sigma_d": _r(sp.nugget_sigma), "level_multipliers": [1.0] * levels}
+        notes.append("no /programming: sigma_d is the independent part of /array_maps")
+
+    if sp is not None:
+        mean = sp.mean if prog is None else 0.0
+        d["correlation"] = {
+            "kind": "kronecker-exponential",
+            "sigma": _r(sp.sigma),
+            "length_rows": _r(sp.length_rows),
+            "length_cols": _r(sp.length_cols),
+            "mean": _r(mean),
+        }
+        samples["array_maps"] = int(sp.n_maps * sp.rows * sp.cols)
+        gof["correlation_rmse_rel"] = _r(sp.rmse_rel, 4)
+        if sp.spectrum:
+            gof["correlation_rank_90"] = sp.spectrum["rank_90"]
+            gof["correlation_rank_99"] = sp.spectrum["rank_99"]
+
+    rn = r["read_noise"]
+    if rn is not None:
+        d["read_noise"] = {"sigma_levels": [_r(s) for s in rn.sigma_levels]}
+        samples["reads"] = rn.n
+
+    dr = r["drift"]
+    if dr is not None:
+        nu_mean = dr.nu_mean_levels
+        if np.any(nu_mean < 0):
+            notes.append("a level's mean drift exponent is negative (conductance rises); written as 0")
+        d["drift"] = {
+            "t0_s": _r(dr.t0_s),
+            "nu_mean_levels": [_r(max(0.0, x)) for x in nu_mean],
+            "nu_std_levels": [_r(x) for x in dr.nu_std_levels],
+        }
+        samples["drift_devices"] = int(dr.nu.size)
+        gof["drift_r2_median_min"] = _r(min(lv.r2_median for lv in dr.levels), 4)
+
+    sw = r["switching"]
+    if sw is not None:
+        p = _r(sw.p_bf)
+        d["bitflip"] = {"p_0to1": p, "p_1to0": p, "storage": "int8", "mask": "all"}
+        samples["switching_lrs"] = sw.lrs.n
+        samples["switching_hrs"] = sw.hrs.n
+        gof["switching_threshold_ohm"] = _r(sw.threshold_ohm)
+        for state in ("lrs", "hrs"):
+            nm = getattr(sw, state).normality
+            if nm.ks_p is not None:
+                gof[f"switching_{state}_ks_p"] = _r(nm.ks_p, 4)
+
+    prov["samples"] = samples
+    prov["goodness_of_fit"] = {k: v for k, v in gof.items() if not (isinstance(v, float) and not math.isfinite(v))}
+    d["provenance"] = prov
+    return d
+
+
+__all__ = ["fit", "build_preset", "default_name"]
