@@ -11,7 +11,14 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from xbar.devices import DeviceModel, DriftModel, KroneckerCovariance, NoiseFamily, ProgrammingNoise, ReadNoise
+from xbar.devices import (
+    DeviceModel,
+    DriftModel,
+    KroneckerCovariance,
+    NoiseFamily,
+    ProgrammingNoise,
+    ReadNoise,
+)
 from xbar.errors import InputError
 from xbar.mapping import MappingConfig
 

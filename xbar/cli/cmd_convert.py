@@ -1,0 +1,151 @@
+"""``xbar convert``: build a zoo model, convert it to xbar tiles, print the tile map, save the state."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+from xbar.cli.common import emit, positive_int
+from xbar.errors import InputError
+
+MANIFEST_FORMAT = "xbar-converted-model"
+MANIFEST_VERSION = 1
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "convert",
+        help="convert a model to analog tiles of a preset and print its crossbar tile map",
+        description="Build MODEL from the model zoo (optionally loading a tensors-only checkpoint), "
+        "convert its Linear/Conv2d layers to xbar analog tiles of PRESET, print the tile map and "
+        "optionally save the converted state (tensors only) plus a JSON manifest.",
+    )
+    p.add_argument("target", nargs="?", metavar="MODEL_OR_CHECKPOINT", help="model name, or a checkpoint file (then --model names the model)")
+    p.add_argument("--model", help="model name (see `xbar.models.names()`)")
+    p.add_argument("--checkpoint", help="tensors-only state dict to load into the model before converting")
+    p.add_argument("--preset", required=True, help="shipped preset name or preset TOML file")
+    p.add_argument("--in-channels", type=positive_int, help="input channels (default: the model's natural input)")
+    p.add_argument("--num-classes", type=positive_int, help="number of classes (default: the model's)")
+    p.add_argument("--image-size", type=positive_int, help="input image side in pixels (default: the model's)")
+    p.add_argument("--out", help="write the converted state here (.pt) and its manifest next to it (.json)")
+    p.add_argument("--force", action="store_true", help="overwrite existing output files")
+    p.add_argument("--json", action="store_true", help="print the machine-readable result on stdout")
+    p.set_defaults(func=run)
+
+
+def _resolve(args: argparse.Namespace) -> tuple[str, str | None, dict[str, Any]]:
+    model, checkpoint = args.model, args.checkpoint
+    if args.target:
+        if os.path.isfile(args.target) or args.target.endswith((".pt", ".pth")):
+            if checkpoint and checkpoint != args.target:
+                raise InputError(f"two checkpoints given: {args.target} and --checkpoint {checkpoint}")
+            checkpoint = args.target
+        elif model and model != args.target:
+            raise InputError(f"two models given: {args.target} and --model {model}")
+        else:
+            model = args.target
+    options: dict[str, Any] = {}
+    if not model and checkpoint:
+        model, options = _manifest_model(checkpoint)
+    if not model:
+        raise InputError("no model: give a model name (MODEL_OR_CHECKPOINT or --model)")
+    return model, checkpoint, options
+
+
+def _manifest_model(checkpoint: str) -> tuple[str | None, dict[str, Any]]:
+    """Model name and size options from a manifest next to ``checkpoint`` (``<name>.json`` or ``manifest.json``)."""
+    import json
+
+    for path in (manifest_path(checkpoint), Path(checkpoint).parent / "manifest.json"):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and isinstance(data.get("model"), str):
+            opts = data.get("model_options") if isinstance(data.get("model_options"), dict) else {}
+            keys = ("in_channels", "num_classes", "image_size")
+            return data["model"], {k: v for k, v in opts.items() if k in keys and isinstance(v, int)}
+    return None, {}
+
+
+def manifest_path(out: str | os.PathLike) -> Path:
+    """The JSON manifest written next to a converted state file."""
+    return Path(out).with_suffix(".json")
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def run(args: argparse.Namespace) -> int:
+    from xbar import models, presets, tiles
+    from xbar.fileio import atomic_write_json, check_writable
+
+    name, checkpoint, found = _resolve(args)
+    preset = presets.load(args.preset)
+    sizes = {"in_channels": args.in_channels, "num_classes": args.num_classes, "image_size": args.image_size}
+    sizes = {k: found.get(k) if v is None else v for k, v in sizes.items()}
+    model = models.build(name, **sizes)
+    out = manifest = None
+    if args.out:
+        out, manifest = Path(args.out), manifest_path(args.out)
+        if out == manifest:
+            raise InputError(f"{out}: --out must not end in .json (the manifest goes there)")
+        for path in (out, manifest):
+            check_writable(path, args.force)
+    analog = tiles.convert(model, preset)
+    if checkpoint:
+        tiles.load_state(analog, checkpoint)
+    rows = tiles.tile_map(analog)
+    totals = tiles.tile_map_totals(rows)
+    result: dict[str, Any] = {
+        "model": name,
+        "model_options": {k: v for k, v in sizes.items() if v is not None},
+        "preset": preset.name,
+        "checkpoint": checkpoint,
+        "tile_map": rows,
+        "totals": totals,
+        "out": str(out) if out else None,
+        "manifest": str(manifest) if manifest else None,
+    }
+    if out is not None:
+        tiles.save_state(analog, out, force=args.force)
+        atomic_write_json(
+            manifest,
+            {
+                "format": MANIFEST_FORMAT,
+                "format_version": MANIFEST_VERSION,
+                "model": name,
+                "model_options": result["model_options"],
+                "state_file": out.name,
+                "checkpoint": checkpoint,
+                "checkpoint_sha256": _sha256(checkpoint) if checkpoint else None,
+                "preset": preset.to_dict(),
+                "tile_map": rows,
+                "totals": totals,
+            },
+            force=args.force,
+        )
+    text = [
+        f"{name} -> {preset.name} ({presets_storage(preset)}), {totals['layers']} analog layer(s)"
+        + (f", weights from {checkpoint}" if checkpoint else ""),
+        "",
+        tiles.format_tile_map(rows),
+    ]
+    if out is not None:
+        text += ["", f"wrote {out} (tensors only) and {manifest}"]
+    emit(result, args.json, "\n".join(text))
+    return 0
+
+
+def presets_storage(preset) -> str:
+    from xbar.cli.cmd_presets import storage
+
+    return storage(preset.mapping)
