@@ -26,7 +26,7 @@ from xbar.devices.drift import DriftModel, ReadNoise
 from xbar.devices.families import NoiseFamily
 from xbar.devices.programming import ProgrammingNoise
 from xbar.mapping import MappingConfig, crossbar_matrix, quantize, slice_weights
-from xbar.mapping.slicing import level_sign, recombine
+from xbar.mapping.slicing import level_sign, recombine, slice_codes
 
 
 def instance_generators(seeds: Sequence[int], device: torch.device | str | None) -> list[torch.Generator]:
@@ -85,6 +85,7 @@ class DeviceModel:
     drift: DriftModel | None = None
     bitflip: object | None = None  # xbar.devices.bitflip.BitFlipModel
     bitflip_targets: tuple[str, ...] = ("weights",)
+    _tables: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for part in (self.programming, self.read_noise, self.drift):
@@ -122,30 +123,46 @@ class DeviceModel:
         g = torch.tensor(self.mapping.slice_gains(), dtype=dtype, device=device)
         return (g**2).sum() * self.mapping.planes
 
+    def code_tables(self, dtype: torch.dtype, device: torch.device) -> CodeTables | None:
+        """Per-integer-code statistics of the programmed weight (discrete levels only).
+
+        Every H-bit code c has fixed device levels (Eq. 12), so the Eq. 14 variance,
+        the per-level mean offset and each device's signed gain x sigma are tables
+        over the 2^(H+1) - 1 codes: a noisy weight costs one gather, not a slicing.
+        """
+        if self.mapping.analog:
+            return None
+        key = (dtype, str(device))
+        if key not in self._tables:
+            self._tables[key] = CodeTables.build(self, dtype, torch.device(device))
+        return self._tables[key]
+
     def weight_std(self, weights: torch.Tensor, sigma_scale: float = 1.0) -> torch.Tensor:
         """Closed-form std of the independent programming noise of each weight (Eq. 14)."""
         prog = self.programming
         if prog is None or prog.is_zero:
             return torch.zeros_like(weights)
-        lv = slice_weights(weights.detach(), self.mapping)
+        w = weights.detach()
+        tables = self.code_tables(w.dtype, w.device)
+        if tables is not None:
+            q, s = quantize(w, self.mapping)
+            return tables.std[tables.index(q)] * (s * sigma_scale)
+        lv = slice_weights(w, self.mapping)
         sig = prog.sigma(lv.levels, self.mapping) * sigma_scale
-        gains = torch.tensor(self.mapping.slice_gains(), dtype=weights.dtype, device=weights.device)
-        gains = gains.reshape(1, -1, *([1] * weights.dim()))
-        var = ((sig * gains) ** 2).sum(dim=(0, 1))
+        gains = torch.tensor(self.mapping.slice_gains(), dtype=w.dtype, device=w.device)
+        var = ((sig * gains.reshape(1, -1, *([1] * w.dim()))) ** 2).sum(dim=(0, 1))
         return var.sqrt() * lv.scale
 
     def weight_mean_shift(self, weights: torch.Tensor) -> torch.Tensor | None:
         """Closed-form mean offset of each programmed weight from per-level means, or None."""
         prog = self.programming
-        if prog is None or prog.mean_levels is None:
+        if prog is None or prog.mean_levels is None or not any(prog.mean_levels):
             return None
-        lv = slice_weights(weights.detach(), self.mapping)
-        mu = prog.mean(lv.levels)
-        if mu is None:
-            return None
-        return recombine(mu, level_sign(weights), lv.scale, self.mapping) + (
-            lv.scale * 2 ** (self.mapping.weight_bits - 1) if self.mapping.sign == "offset" else 0.0
-        )
+        w = weights.detach()
+        tables = self.code_tables(w.dtype, w.device)
+        q, s = quantize(w, self.mapping)
+        shift = tables.mean[tables.index(q)] * s
+        return shift * level_sign(w) if self.mapping.sign == "magnitude" else shift
 
     def correlated_field(
         self, weights: torch.Tensor, n: int, generator: torch.Generator | None = None
@@ -310,24 +327,79 @@ class DeviceModel:
         w = weights.detach()
         family = family or self.injection
         cfg = self.mapping
-        if family.is_gaussian and not self.clips:
+        prog = self.programming
+        if prog is None or prog.is_zero:
+            noise = None
+        elif family.is_gaussian:
             std = self.weight_std(w, sigma_scale)
             noise = std * torch.randn(w.shape, generator=generator, device=w.device, dtype=w.dtype)
-        elif self.programming is not None and not self.programming.is_zero:
+        elif not cfg.analog:
+            tables = self.code_tables(w.dtype, w.device)
+            q, s = quantize(w, cfg)
+            sg = tables.signed_sigma[tables.index(q)]  # [*w, planes * slices]
+            x = family.sample(sg.shape, generator, w.device, w.dtype)
+            noise = (sg * x).sum(-1) * (s * sigma_scale)
+            if cfg.sign == "magnitude":
+                noise = noise * level_sign(w)
+        else:
             lv = slice_weights(w, cfg)
-            sig = self.programming.sigma(lv.levels, cfg) * sigma_scale
+            sig = prog.sigma(lv.levels, cfg) * sigma_scale
             x = family.sample(lv.levels.shape, generator, w.device, w.dtype)
             noise = recombine(sig * x, level_sign(w), lv.scale, cfg)
-            if cfg.sign == "offset":
-                noise = noise + lv.scale * 2 ** (cfg.weight_bits - 1)
-        else:
-            noise = torch.zeros_like(w)
         corr = self.correlated_field(w, 1, generator)
         if corr is not None:
-            noise = noise + corr[0] * sigma_scale
+            noise = corr[0] * sigma_scale if noise is None else noise + corr[0] * sigma_scale
         if self.bitflip is not None and "weights" in self.bitflip_targets:
             from xbar.devices.bitflip import flip_bits
 
-            stored = self.target(w) + noise
-            noise = flip_bits(stored, self.bitflip, generator=generator) - self.target(w)
-        return noise
+            target = self.target(w)
+            stored = target if noise is None else target + noise
+            noise = flip_bits(stored, self.bitflip, generator=generator) - target
+        return torch.zeros_like(w) if noise is None else noise
+
+    def training_weight(
+        self,
+        weights: torch.Tensor,
+        family: NoiseFamily | None = None,
+        sigma_scale: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Forward weight of a noise-injection training step (TRICE Alg. 1).
+
+        The stored (quantized) weight plus device noise; the gradient passes straight
+        through to ``weights``, so the noise is gone before the update.
+        """
+        stored = self.target(weights.detach()) + self.inject_noise(weights, family, sigma_scale, generator)
+        return weights + (stored - weights).detach()
+
+
+@dataclass
+class CodeTables:
+    """Statistics of every signed integer code c in [-max_code, max_code] (level units, s = 1)."""
+
+    offset: int
+    std: torch.Tensor  # [codes] Eq. 14 std
+    mean: torch.Tensor  # [codes] recombined per-level mean offset (before the digital sign)
+    signed_sigma: torch.Tensor  # [codes, planes * slices] gain * plane sign * sigma(level)
+
+    def index(self, q: torch.Tensor) -> torch.Tensor:
+        return (q + self.offset).long()
+
+    @classmethod
+    def build(cls, model: DeviceModel, dtype: torch.dtype, device: torch.device) -> CodeTables:
+        cfg = model.mapping
+        m = cfg.max_code
+        codes = torch.arange(-m, m + 1, dtype=torch.float64)
+        lv = slice_codes(codes, cfg)  # [P, S, C]
+        gains = torch.tensor(cfg.slice_gains(), dtype=torch.float64).reshape(1, -1, 1)
+        signs = torch.tensor([1.0, -1.0] if cfg.planes == 2 else [1.0], dtype=torch.float64).reshape(-1, 1, 1)
+        prog = model.programming
+        if prog is None:
+            sig = torch.zeros_like(lv)
+        else:
+            sig = prog.sigma(lv, cfg)
+        std = ((sig * gains) ** 2).sum(dim=(0, 1)).sqrt()
+        mu = prog.mean(lv) if prog is not None else None
+        mean = (mu * gains * signs).sum(dim=(0, 1)) if mu is not None else torch.zeros_like(codes)
+        signed = (sig * gains * signs).reshape(-1, codes.numel()).T.contiguous()
+        return cls(m, std.to(device, dtype), mean.to(device, dtype), signed.to(device, dtype))

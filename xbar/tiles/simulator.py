@@ -104,7 +104,7 @@ class XbarSimulatorTile(TorchSimulatorTile):
         out = quantize_ste(w, dm.mapping)
         inj = self.injection
         if inj.enabled and inj.sigma_scale != 0 and not dm.noise_free:
-            out = out + dm.inject_noise(w, inj.family, inj.sigma_scale)
+            return dm.training_weight(w, inj.family, inj.sigma_scale)
         if self._modifier.type not in (WeightModifierType.NONE, WeightModifierType.COPY):
             out = TorchSimulatorTile.modify_weight(out, self._modifier, batch_size)
         return out
