@@ -231,7 +231,7 @@ def test_drift_compensation_restores_the_layer_scale(tiny):
 
 
 def test_too_small_chip_is_an_input_error(tiny):
-    with pytest.raises(InputError, match="too few"):
+    with pytest.raises(InputError, match="needs 104 tiles of 16x16.*the chip has 4"):
         program_model(tiny, EmulatedBackend("fefet1", rows=16, cols=16, n_tiles=4), "fefet1")
 
 
@@ -306,6 +306,7 @@ def test_recording_stores_programming_and_reads_groups(tmp_path):
         assert set(g["array"][()]) == {3} and g["row"][()].max() == 15 and g["col"][()].max() == 15
         assert fh["reads/conductance"].shape == (256, 3)
         assert "hil" in fh
+    assert ReplayBackend(path).level_conductance_uS == (10.0, 20.0, 30.0, 40.0)
 
 
 @pytest.mark.skipif(not HAS_CALIBRATION, reason="xbar.calibration is not in this checkout")

@@ -20,11 +20,12 @@ from dataclasses import dataclass
 
 import torch
 
+from xbar.devices.programming import lookup
 from xbar.mapping import MappingConfig
 
 
 def _table(values: tuple[float, ...], levels: torch.Tensor) -> torch.Tensor:
-    return torch.tensor(values, dtype=levels.dtype, device=levels.device)[levels.long()]
+    return lookup(torch.tensor(values, dtype=levels.dtype, device=levels.device), levels)
 
 
 def _log_clip(coeffs: tuple[float, float], clip: tuple[float, float], g_rel: torch.Tensor) -> torch.Tensor:

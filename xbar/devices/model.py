@@ -24,7 +24,7 @@ import torch
 from xbar.devices.correlated import KroneckerCovariance
 from xbar.devices.drift import DriftModel, ReadNoise
 from xbar.devices.families import NoiseFamily
-from xbar.devices.programming import ProgrammingNoise
+from xbar.devices.programming import ProgrammingNoise, lookup
 from xbar.mapping import MappingConfig, crossbar_matrix, quantize, slice_weights
 from xbar.mapping.slicing import level_sign, recombine, slice_codes
 
@@ -146,7 +146,7 @@ class DeviceModel:
         tables = self.code_tables(w.dtype, w.device)
         if tables is not None:
             q, s = quantize(w, self.mapping)
-            return tables.std[tables.index(q)] * (s * sigma_scale)
+            return lookup(tables.std, tables.index(q)) * (s * sigma_scale)
         lv = slice_weights(w, self.mapping)
         sig = prog.sigma(lv.levels, self.mapping) * sigma_scale
         gains = torch.tensor(self.mapping.slice_gains(), dtype=w.dtype, device=w.device)
@@ -161,7 +161,7 @@ class DeviceModel:
         w = weights.detach()
         tables = self.code_tables(w.dtype, w.device)
         q, s = quantize(w, self.mapping)
-        shift = tables.mean[tables.index(q)] * s
+        shift = lookup(tables.mean, tables.index(q)) * s
         return shift * level_sign(w) if self.mapping.sign == "magnitude" else shift
 
     def correlated_field(
@@ -244,31 +244,17 @@ class DeviceModel:
         cfg = self.mapping
         lv = slice_weights(weights, cfg)
         target = lv.levels
-        sig = None
-        if self.programming is not None and not self.programming.is_zero:
-            sig = self.programming.sigma(target, cfg)
-        mu = self.programming.mean(target) if self.programming is not None else None
         corr = self.correlation if self.correlation is not None and self.correlation.sigma > 0 else None
         mat_shape = crossbar_matrix(weights).shape
 
         def draw(k: int, gen: torch.Generator | None) -> torch.Tensor:
-            shape = (k, *target.shape)
-            prog = target.expand(shape).clone()
-            if sig is not None:
-                prog += sig * torch.randn(shape, generator=gen, device=prog.device, dtype=prog.dtype)
-            if mu is not None:
-                prog += mu
+            field = None
             if corr is not None:
                 m = k * cfg.planes * cfg.slices
                 f = corr.sample(*mat_shape, m, cfg.tile_rows, cfg.tile_cols, gen, weights.device, weights.dtype)
-                prog += f.transpose(1, 2).reshape(k, cfg.planes, cfg.slices, *weights.shape)
-            if self.clips:
-                prog.clamp_(min=0.0)
-            if self.drift is None:
-                return prog
-            z = torch.randn(shape, generator=gen, device=prog.device, dtype=prog.dtype)
-            nu = self.drift.sample_nu(target.expand(shape), cfg, z)
-            return torch.stack([prog, nu], dim=1)
+                field = f.transpose(1, 2).reshape(k, cfg.planes, cfg.slices, *weights.shape)
+            prog, nu = self.program_levels(target.expand(k, *target.shape), gen, field)
+            return prog if nu is None else torch.stack([prog, nu], dim=1)
 
         out = _per_instance(draw, n, generator, seeds, weights)
         if self.drift is None:
@@ -276,6 +262,52 @@ class DeviceModel:
         else:
             prog, nu = out[:, 0], out[:, 1]
         return DeviceState(target, prog, nu, level_sign(weights), lv.scale, cfg)
+
+    def program_levels(
+        self, target: torch.Tensor, generator: torch.Generator | None = None, field: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One programming of devices at ``target`` levels: (programmed levels, drift exponents or None).
+
+        Programming noise sigma(level) and per-level offsets, plus an optional correlated
+        ``field`` drawn by the caller in the devices' layout; analog conductances clip at 0.
+        """
+        prog = target.clone()
+        p = self.programming
+        if p is not None and not p.is_zero:
+            prog += p.sigma(target, self.mapping) * torch.randn(
+                target.shape, generator=generator, device=target.device, dtype=target.dtype
+            )
+        mu = p.mean(target) if p is not None else None
+        if mu is not None:
+            prog += mu
+        if field is not None:
+            prog += field
+        if self.clips:
+            prog.clamp_(min=0.0)
+        if self.drift is None:
+            return prog, None
+        z = torch.randn(target.shape, generator=generator, device=target.device, dtype=target.dtype)
+        return prog, self.drift.sample_nu(target, self.mapping, z)
+
+    def read_levels(
+        self,
+        target: torch.Tensor,
+        programmed: torch.Tensor,
+        nu: torch.Tensor | None,
+        t: float,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Levels read ``t`` seconds after programming: (read levels, noise-free drifted levels)."""
+        g = programmed
+        if self.drift is not None and nu is not None and t > 0:
+            g = g * self.drift.factor(nu, t)
+        drifted = g
+        if self.read_noise is not None:
+            sig = self.read_noise.sigma(target.expand_as(g), programmed, drifted, t, self.mapping)
+            g = g + sig * torch.randn(g.shape, generator=generator, device=g.device, dtype=g.dtype)
+            if self.clips:
+                g = g.clamp(min=0.0)
+        return g, drifted
 
     def read(
         self,
@@ -290,15 +322,7 @@ class DeviceModel:
         instance is rescaled by sum|W(0)| / sum|W(t)| of its noise-free read, as a
         periphery would calibrate a layer's output scale with a known input.
         """
-        g = state.programmed
-        if self.drift is not None and state.nu is not None and t > 0:
-            g = g * self.drift.factor(state.nu, t)
-        drifted = g
-        if self.read_noise is not None:
-            sig = self.read_noise.sigma(state.target.expand_as(g), state.programmed, drifted, t, self.mapping)
-            g = g + sig * torch.randn(g.shape, generator=generator, device=g.device, dtype=g.dtype)
-            if self.clips:
-                g = g.clamp(min=0.0)
+        g, drifted = self.read_levels(state.target, state.programmed, state.nu, t, generator)
         w = state.weights(g)
         if compensate is None:
             compensate = self.drift is not None and self.drift.compensation == "global"
@@ -336,7 +360,7 @@ class DeviceModel:
         elif not cfg.analog:
             tables = self.code_tables(w.dtype, w.device)
             q, s = quantize(w, cfg)
-            sg = tables.signed_sigma[tables.index(q)]  # [*w, planes * slices]
+            sg = lookup(tables.signed_sigma, tables.index(q))  # [*w, planes * slices]
             x = family.sample(sg.shape, generator, w.device, w.dtype)
             noise = (sg * x).sum(-1) * (s * sigma_scale)
             if cfg.sign == "magnitude":

@@ -86,13 +86,19 @@ class ProgrammingNoise:
         if self.level_multipliers is None:
             return torch.full_like(levels, self.sigma_d * self.scale)
         table = torch.tensor(self.level_multipliers, dtype=levels.dtype, device=levels.device)
-        return table[levels.long()] * (self.sigma_d * self.scale)
+        return lookup(table, levels) * (self.sigma_d * self.scale)
 
     def mean(self, levels: torch.Tensor) -> torch.Tensor | None:
         if self.mean_levels is None or not any(self.mean_levels):
             return None
         table = torch.tensor(self.mean_levels, dtype=levels.dtype, device=levels.device)
-        return table[levels.long()]
+        return lookup(table, levels)
+
+
+def lookup(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``table[index]`` for an integer-valued (float or int) ``index``; index_select is the fast gather."""
+    idx = index.long()
+    return table.index_select(0, idx.reshape(-1)).reshape(*idx.shape, *table.shape[1:])
 
 
 def fefet_profile(sigma_d: float, middle: float) -> ProgrammingNoise:

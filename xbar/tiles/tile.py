@@ -97,10 +97,18 @@ class XbarInferenceTile(TorchInferenceTile):
             self.rpu_config.noise_model = noise_model
         clean = self.tile.weight.detach()
         programmed, params = self.rpu_config.noise_model.apply_programming_noise(clean)
-        programmed = programmed.to(clean.device, clean.dtype)
-        self.programmed_weights = programmed
-        self.drift_noise_parameters = params
-        self.tile.set_programmed(programmed)
+        self.set_programmed_weights(programmed.to(clean.device, clean.dtype), params)
+
+    @torch.no_grad()
+    def set_programmed_weights(self, weights: torch.Tensor, drift_parameters: object = None) -> None:
+        """Make ``weights`` (``[out, in]``) the programmed instance evaluation forwards use.
+
+        The clean weights stay the trainable parameter; drift compensation is reset to 1.
+        Used by ``program_weights`` and by hardware-in-the-loop read-back.
+        """
+        self.programmed_weights = weights.detach().clone()
+        self.drift_noise_parameters = drift_parameters
+        self.tile.set_programmed(self.programmed_weights)
         self.alpha.fill_(1.0)
         self._programmed_key = self._weight_key()
         self._warned_stale = False

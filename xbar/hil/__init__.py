@@ -1,0 +1,41 @@
+"""Hardware in the loop: program a model onto a crossbar chip and evaluate what it reads back.
+
+* :class:`CrossbarBackend` (``protocol``): what a chip offers, in level units:
+  ``program``/``read`` tiles, an optional ``mvm``, ``tiles()``, ``rows``/``cols``
+  and a clock (``time_s``, ``advance``). A driver for a real instrument implements it.
+* :class:`EmulatedBackend`: a chip whose devices follow a preset's device model
+  (programming noise, optional write-verify, read noise, drift on a simulated clock).
+* :class:`RecordingBackend`: wraps any backend and writes every call to an
+  ``xbar-measurements`` file that ``xbar fit`` accepts, plus the session log.
+* :class:`ReplayBackend`: serves a recording's read-backs, so an evaluation can be
+  reproduced exactly without the chip.
+* :func:`program_model` / :func:`read_model`: map a network's weights to device
+  levels, program them, read them back and recombine them (TRICE Eq. 11-14);
+  :func:`evaluate` is a plain deterministic accuracy loop.
+
+Guide: docs/hardware-in-the-loop.md.
+"""
+
+from xbar.hil.emulated import EmulatedBackend, WriteVerifyReport, summarize
+from xbar.hil.evaluate import Evaluation, evaluate
+from xbar.hil.protocol import CrossbarBackend, SupportsMVM
+from xbar.hil.recording import RecordingBackend
+from xbar.hil.replay import ReplayBackend
+from xbar.hil.session import HilSession, program_model, read_model, read_weights, weight_parameters
+
+__all__ = [
+    "CrossbarBackend",
+    "EmulatedBackend",
+    "Evaluation",
+    "HilSession",
+    "RecordingBackend",
+    "ReplayBackend",
+    "SupportsMVM",
+    "WriteVerifyReport",
+    "evaluate",
+    "program_model",
+    "read_model",
+    "read_weights",
+    "summarize",
+    "weight_parameters",
+]
