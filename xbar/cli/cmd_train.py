@@ -1,0 +1,182 @@
+"""``xbar train``: train a zoo model on a dataset against a device preset with one algorithm."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import types
+
+from xbar.cli.common import positive_int
+from xbar.errors import InputError
+
+ALGOS = ("sgd", "noise", "trice", "dat-fast", "dat-full", "wvat", "sam", "swa")
+
+
+def _one_line_error(self: argparse.ArgumentParser, message: str) -> None:
+    """argparse errors as one line on stderr, exit status 2."""
+    self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _strict_parse(self: argparse.ArgumentParser, args=None, namespace=None):
+    ns, extras = argparse.ArgumentParser.parse_known_args(self, args, namespace)
+    if extras:
+        self.error(f"unrecognized arguments: {' '.join(extras)}")
+    return ns, extras
+
+
+def _nonneg_int(value: str) -> int:
+    try:
+        v = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 0")
+    return v
+
+
+def _positive_float(value: str) -> float:
+    try:
+        v = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not v > 0 or v != v or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"{value} must be a finite number > 0")
+    return v
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a network against a device preset (sgd, noise, trice, dat-fast, dat-full, wvat, sam, swa)",
+        description="Train MODEL on DATA with ALGO against the device noise of PRESET. Writes RUN_DIR/"
+        "manifest.json, metrics.jsonl (one line per epoch), checkpoint.pt (every epoch and every "
+        "--checkpoint-every steps) and model.pt (the digital state dict). Unset hyper-parameters take "
+        "the papers' defaults; algorithm ones are set with --hp KEY=VALUE (see --list-hp).",
+    )
+    p.error = types.MethodType(_one_line_error, p)  # one line, exit 2
+    p.parse_known_args = types.MethodType(_strict_parse, p)  # unknown options: our one-line error too
+    p.add_argument("--model", help="zoo model (lenet, mlp, cnn6, vgg5, vgg8, resnet18, ...)")
+    p.add_argument("--data", help="dataset (digits, mnist5k offline; mnist, cifar10, cifar100 from --data-root)")
+    p.add_argument("--preset", help="shipped preset name or preset TOML file")
+    p.add_argument("--algo", choices=ALGOS, help="training algorithm")
+    p.add_argument("--out", metavar="RUN_DIR", help="run directory")
+    p.add_argument("--epochs", type=positive_int, help="epochs (default: the paper's, 100 or 200)")
+    p.add_argument("--lr", type=_positive_float, help="learning rate")
+    p.add_argument("--batch-size", type=positive_int, help="batch size (default 128)")
+    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--data-root", help="directory holding MNIST/CIFAR files")
+    p.add_argument("--device", help="torch device (default cpu)")
+    p.add_argument("--act-bits", type=_nonneg_int, help="activation bits (default: TRICE's per model, 0 = none)")
+    p.add_argument("--checkpoint-every", type=_nonneg_int, help="checkpoint every K steps inside an epoch (default 50)")
+    p.add_argument("--eval-mc", type=_nonneg_int, help="Monte Carlo instances for the test KPP per epoch (default 0)")
+    p.add_argument("--convert", action=argparse.BooleanOptionalAction, default=None,
+                   help="train the aihwkit model from xbar.convert (default: the plain model)")
+    p.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE", help="algorithm hyper-parameter (repeatable)")
+    p.add_argument("--list-hp", action="store_true", help="list the hyper-parameters of --algo and exit")
+    p.add_argument("--resume", action="store_true", help="continue RUN_DIR from its last checkpoint")
+    p.add_argument("--force", action="store_true", help="overwrite an existing RUN_DIR")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+    p.add_argument("--json", action="store_true", help="print the final metrics as JSON on stdout")
+    p.set_defaults(func=run)
+
+
+def _hyper(args: argparse.Namespace) -> dict:
+    from xbar.training.run import parse_value
+
+    hyper: dict = {}
+    for item in args.hp:
+        if "=" not in item:
+            raise InputError(f"--hp {item!r}: expected KEY=VALUE")
+        key, value = item.split("=", 1)
+        key = key.strip().replace("-", "_")
+        hyper[key] = parse_value(args.algo, key, value)
+    flags = {
+        "lr": args.lr,
+        "batch_size": args.batch_size,
+        "data_root": args.data_root,
+        "device": args.device,
+        "act_bits": args.act_bits,
+        "checkpoint_every": args.checkpoint_every,
+        "eval_mc": args.eval_mc,
+        "convert": args.convert,
+    }
+    for key, value in flags.items():
+        if value is None:
+            continue
+        if key in hyper and hyper[key] != value:
+            raise InputError(f"--hp {key}={hyper[key]!r} conflicts with --{key.replace('_', '-')} {value!r}")
+        hyper[key] = value
+    return hyper
+
+
+def _from_manifest(args: argparse.Namespace) -> dict:
+    """With --resume: fill omitted --model/--data/--preset/--algo/--epochs/--seed from RUN_DIR/manifest.json.
+
+    Returns the run's recorded hyper-parameters (explicit ones must match them; ``train`` checks).
+    """
+    from pathlib import Path
+
+    path = Path(args.out) / "manifest.json"
+    try:
+        man = json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise InputError(f"{path}: no readable manifest; nothing to resume") from None
+    if not isinstance(man, dict):
+        raise InputError(f"{path}: not a run manifest")
+    for key in ("model", "data", "preset", "algo", "epochs", "seed"):
+        if getattr(args, key) is None:
+            setattr(args, key, man.get(key))
+            if key == "preset" and isinstance(man.get("preset_spec"), dict):
+                from xbar.presets import Preset
+
+                args.preset = Preset.from_dict(man["preset_spec"], origin=f"{path}: preset_spec")
+    hyper = man.get("hyper")
+    return dict(hyper) if isinstance(hyper, dict) else {}
+
+
+def run(args: argparse.Namespace) -> int:
+    from xbar.training.run import PAPER_DEFAULTS, hyper_spec, train
+
+    if args.list_hp:
+        if not args.algo:
+            raise InputError("--list-hp: needs --algo")
+        paper = PAPER_DEFAULTS[args.algo]
+        print(f"{'epochs':18s} {'int':6s} {paper['epochs']!s:10s} training epochs")
+        for key, h in hyper_spec(args.algo).items():
+            default = paper.get(key, h.default)
+            print(f"{key:18s} {h.type.__name__:6s} {default!s:10s} {h.help}")
+        return 0
+    if not args.out:
+        raise InputError("--out RUN_DIR: required")
+    if args.resume and args.force:
+        raise InputError("--resume and --force: give one of them")
+    recorded = _from_manifest(args) if args.resume else {}
+    missing = [f"--{k}" for k in ("model", "data", "preset", "algo") if not getattr(args, k)]
+    if missing:
+        raise InputError(f"{', '.join(missing)}: required")
+    if args.algo not in ALGOS:
+        raise InputError(f"--algo {args.algo!r}: expected one of {', '.join(ALGOS)}")
+    if args.seed is None:
+        args.seed = 0
+    hyper = {**recorded, **_hyper(args)}
+    hyper.pop("progress", None)
+    if args.quiet:
+        hyper["progress"] = False
+    _, history = train(
+        args.model, args.data, args.preset, args.algo, args.epochs, args.seed, args.out,
+        resume=args.resume, force=args.force, **hyper,
+    )
+    from pathlib import Path
+
+    man = json.loads((Path(args.out) / "manifest.json").read_text())
+    metrics = man.get("metrics", {})
+    if args.json:
+        json.dump({"run_dir": str(args.out), "metrics": metrics, "history": history}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    elif not args.quiet:
+        extra = f", test KPP {metrics['test_kpp']:.4f}" if "test_kpp" in metrics else ""
+        label = getattr(args.preset, "name", args.preset)
+        print(f"{args.algo} {args.model}/{args.data} on {label}: {metrics.get('epochs_done', 0)} epochs, "
+              f"test accuracy {metrics.get('test_acc', float('nan')):.4f}{extra} -> {args.out}")
+    return 0

@@ -1,0 +1,59 @@
+"""Quantization in the training forward, as in TRICE's set-ups (Sec. IV-C, IV-D).
+
+Weights: H-bit through the preset's ``[mapping].weight_bits`` (``DeviceModel.target``,
+with a straight-through gradient, see ``xbar.training.params.forward_weights``).
+Activations: the outputs of every ``nn.ReLU`` quantized to ``bits`` bits by a
+forward hook (4 bits for LeNet, 6 for VGG-8 and ResNet-18 in TRICE):
+
+    s = max(a) / (2^bits - 1)   per sample,   a_q = s * round(a / s),
+
+with a straight-through gradient. The scale is per sample (not per batch), so an
+input's output does not depend on the rest of its batch. Hooks hold no state, so
+state dicts are those of the plain model.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+#: TRICE's activation bits per network (Sec. IV-C: LeNet 4 bits; IV-D: VGG-8, ResNet-18 6 bits).
+TRICE_ACTIVATION_BITS = {"lenet": 4, "vgg8": 6, "resnet18": 6}
+
+
+def quantize_activation(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """Unsigned ``bits``-bit quantization of non-negative activations, per sample, straight-through."""
+    if bits <= 0:
+        return x
+    levels = 2**bits - 1
+    dims = tuple(range(1, x.dim())) if x.dim() > 1 else (0,)
+    top = x.detach().amax(dim=dims, keepdim=True).clamp(min=1e-12)
+    s = top / levels
+    q = torch.round(x.detach() / s).clamp_(0, levels) * s
+    return x + (q - x.detach())
+
+
+class _Hook:
+    def __init__(self, bits: int) -> None:
+        self.bits = bits
+
+    def __call__(self, module: nn.Module, inputs, output):
+        return quantize_activation(output, self.bits)
+
+
+def quantize_activations(model: nn.Module, bits: int | None) -> list[RemovableHandle]:
+    """Quantize every ``nn.ReLU`` output of ``model`` to ``bits`` bits; returns the hook handles.
+
+    ``bits`` None or 0 does nothing. Remove with ``for h in handles: h.remove()``.
+    """
+    if not bits:
+        return []
+    if bits < 1 or bits > 16:
+        raise ValueError(f"activation bits = {bits}: expected 1 to 16 (or 0 for none)")
+    return [m.register_forward_hook(_Hook(int(bits))) for m in model.modules() if isinstance(m, nn.ReLU)]
+
+
+def default_activation_bits(model_name: str) -> int:
+    """TRICE's activation bits for its networks, 0 (none) for the others."""
+    return TRICE_ACTIVATION_BITS.get(model_name, 0)

@@ -1,0 +1,554 @@
+"""``train()``: one training run end to end, with an optional run directory.
+
+A run directory holds ``manifest.json`` (model, data, preset, algorithm, seed,
+every hyper-parameter, metrics), ``metrics.jsonl`` (one JSON line per epoch),
+``checkpoint.pt`` (plain tensors, written every epoch and every
+``checkpoint_every`` steps) and, at the end, ``model.pt``: the state dict of the
+digital network of ``xbar.models.build`` (weights exported from the tiles for a
+converted model), loadable with ``torch.load(..., weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from xbar.errors import InputError
+from xbar.fileio import atomic_torch_save, atomic_write_json, atomic_write_text
+from xbar.training.base import make_optimizer
+from xbar.training.checkpoint import load_checkpoint, save_checkpoint, tensor_state
+from xbar.training.dat import DAT
+from xbar.training.injection import NoiseInjection
+from xbar.training.mc import kpp_of, monte_carlo_accuracy
+from xbar.training.params import (
+    NoisyParam,
+    derive_seed,
+    is_analog,
+    make_generator,
+    noisy_parameters,
+    other_parameters,
+)
+from xbar.training.quant import default_activation_bits, quantize_activations
+from xbar.training.sam import SAM
+from xbar.training.swa import SWA
+from xbar.training.trainer import Batches, StepRunner, Trainer, TriceRunner, lr_at
+from xbar.training.trice import TRICE
+from xbar.training.wvat import WVAT
+
+ALGOS = ("sgd", "noise", "trice", "dat-fast", "dat-full", "wvat", "sam", "swa")
+RUN_FORMAT = "xbar-run"
+MANIFEST, METRICS, CHECKPOINT, MODEL = "manifest.json", "metrics.jsonl", "checkpoint.pt", "model.pt"
+
+
+@dataclass(frozen=True)
+class Hyper:
+    """One hyper-parameter: its type, default and meaning."""
+
+    type: type
+    default: Any
+    help: str
+
+
+_SGD = {"epochs": 100, "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 128, "schedule": "cosine"}
+#: The papers' optimizer schedules per algorithm (TRICE Sec. IV-B, DAT Sec. IV-A, WVAT Sec. 4).
+PAPER_DEFAULTS: dict[str, dict[str, Any]] = {
+    "sgd": _SGD,
+    "noise": _SGD,
+    "trice": _SGD,
+    "sam": _SGD,
+    "dat-fast": {"epochs": 200, "lr": 0.015, "momentum": 0.9, "weight_decay": 2e-4, "batch_size": 128, "schedule": "step"},
+    "dat-full": {"epochs": 200, "lr": 0.015, "momentum": 0.9, "weight_decay": 2e-4, "batch_size": 128, "schedule": "step"},
+    "wvat": {"epochs": 200, "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 128, "schedule": "cosine"},
+    "swa": {"epochs": 200, "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 128, "schedule": "cosine"},
+}
+
+COMMON: dict[str, Hyper] = {
+    "lr": Hyper(float, None, "learning rate (DAT's beta)"),
+    "momentum": Hyper(float, None, "SGD momentum"),
+    "weight_decay": Hyper(float, None, "SGD weight decay"),
+    "batch_size": Hyper(int, None, "batch size"),
+    "schedule": Hyper(str, None, "learning-rate schedule: cosine, step or constant"),
+    "step_size": Hyper(int, 10, "epochs between decays of the step schedule"),
+    "step_gamma": Hyper(float, 0.8, "decay factor of the step schedule (DAT: 0.8 every 10 epochs)"),
+    "act_bits": Hyper(int, None, "activation bits (default: TRICE's 4 for lenet, 6 for vgg8/resnet18, else none)"),
+    "quantize_weights": Hyper(bool, True, "train with the preset's H-bit weights in the forward (straight-through)"),
+    "convert": Hyper(bool, False, "train the aihwkit model from xbar.convert instead of the plain one"),
+    "device": Hyper(str, "cpu", "torch device"),
+    "checkpoint_every": Hyper(int, 50, "also checkpoint every this many steps inside an epoch (0: epoch ends only)"),
+    "eval_mc": Hyper(int, 0, "Monte Carlo instances for the per-epoch test KPP (0: none)"),
+    "eval_q": Hyper(float, 0.01, "percentile q of the reported KPP (0.01: 1st percentile)"),
+    "data_root": Hyper(str, None, "directory of MNIST/CIFAR files"),
+    "progress": Hyper(bool, None, "tqdm progress bar (default: when stderr is a terminal)"),
+}
+
+ALGO_HYPER: dict[str, dict[str, Hyper]] = {
+    "sgd": {},
+    "noise": {
+        "family": Hyper(str, None, "injection family (default: the preset's)"),
+        "threshold": Hyper(float, None, "threshold th of a censored/truncated family (default: the preset's)"),
+        "sigma_scale": Hyper(float, 1.0, "injected sigma / device sigma_d"),
+    },
+    "trice": {
+        "start": Hyper(float, 0.0, "search start, units of sigma_d (Alg. 3)"),
+        "end": Hyper(float, 2.0, "search end, units of sigma_d (paper: 2 sigma_d)"),
+        "th": Hyper(float, 2.0, "RC-Gaussian threshold (Eq. 10)"),
+        "warm": Hyper(int, 5, "warm-up epochs"),
+        "n_train": Hyper(int, 300, "Monte Carlo instances per KPP ranking (N_train)"),
+        "q": Hyper(float, 0.01, "percentile of the ranking KPP (k/100)"),
+        "tol": Hyper(float, 1e-4, "merge the models when |end - start| <= tol"),
+        "kpp_images": Hyper(int, 0, "training images the ranking KPP uses (0: all, as the paper)"),
+    },
+    "dat-fast": {
+        "alpha": Hyper(float, 150.0, "perturbation step (Alg. 1 line 10); no value in the paper, see docs/training.md"),
+        "p": Hyper(int, 1, "perturbations per step"),
+        "rank": Hyper(int, 10, "k of the low-rank noise directions per tile"),
+        "layers": Hyper(str, "last", "perturbed layers: last (the last Linear), all, or comma-separated names"),
+        "correlated": Hyper(bool, True, "include the preset's correlated component"),
+        "independent": Hyper(bool, True, "include the preset's independent per-weight noise"),
+    },
+    "wvat": {
+        "sigma_v": Hyper(float, 0.1, "HSV sigma relative to the layer range A"),
+        "gamma": Hyper(float, 1.0, "range coefficient"),
+        "w_th": Hyper(float, 0.5, "HSV if x < w_th, else GAV"),
+        "alpha": Hyper(float, 0.1, "GAV step length"),
+        "p": Hyper(float, 1.0, "probability that a batch is perturbed"),
+        "swa": Hyper(bool, True, "stochastic weight averaging on top"),
+        "swa_start": Hyper(float, 0.75, "fraction of the epochs before averaging starts"),
+        "swa_lr": Hyper(float, None, "learning rate of the averaging phase (default: lr / 2)"),
+    },
+    "sam": {"rho": Hyper(float, 0.05, "neighbourhood radius")},
+    "swa": {
+        "swa_start": Hyper(float, 0.75, "fraction of the epochs before averaging starts"),
+        "swa_lr": Hyper(float, None, "learning rate of the averaging phase (default: lr / 2)"),
+    },
+}
+ALGO_HYPER["dat-full"] = {k: v for k, v in ALGO_HYPER["dat-fast"].items() if k != "rank"}
+
+
+def hyper_spec(algo: str) -> dict[str, Hyper]:
+    """Every hyper-parameter ``algo`` accepts (common ones first)."""
+    check_algo(algo)
+    return {**COMMON, **ALGO_HYPER[algo]}
+
+
+def check_algo(algo: str) -> None:
+    if algo not in ALGOS:
+        raise InputError(f"algo {algo!r}: expected one of {', '.join(ALGOS)}")
+
+
+def parse_value(algo: str, key: str, text: str) -> Any:
+    """Convert a command-line string to the type of hyper-parameter ``key``."""
+    spec = hyper_spec(algo)
+    if key not in spec:
+        raise InputError(f"--hp {key}: unknown for algo {algo!r}; expected one of {', '.join(spec)}")
+    t = spec[key].type
+    try:
+        if t is bool:
+            low = text.strip().lower()
+            if low not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                raise ValueError
+            return low in ("1", "true", "yes", "on")
+        return t(text)
+    except ValueError:
+        raise InputError(f"--hp {key}={text!r}: expected {'true/false' if t is bool else t.__name__}") from None
+
+
+def resolve(algo: str, epochs: int | None, hyper: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """(epochs, every hyper-parameter) with the paper defaults filled in; InputError on a bad one."""
+    spec = hyper_spec(algo)
+    unknown = [k for k in hyper if k not in spec]
+    if unknown:
+        raise InputError(f"{unknown[0]}: unknown hyper-parameter for algo {algo!r}; expected one of {', '.join(spec)}")
+    paper = PAPER_DEFAULTS[algo]
+    out: dict[str, Any] = {}
+    for k, h in spec.items():
+        v = hyper.get(k, None)
+        if v is None:
+            v = paper.get(k, h.default)
+        if v is not None and h.type is float and isinstance(v, int) and not isinstance(v, bool):
+            v = float(v)
+        if v is not None and not isinstance(v, h.type):
+            raise InputError(f"{k} = {v!r}: expected {h.type.__name__}")
+        out[k] = v
+    epochs = paper["epochs"] if epochs is None else epochs
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+        raise InputError(f"epochs = {epochs!r}: expected a positive integer")
+    _validate(algo, epochs, out)
+    if algo in ("wvat", "swa") and out["swa_lr"] is None:
+        out["swa_lr"] = out["lr"] / 2
+    return epochs, out
+
+
+def _validate(algo: str, epochs: int, h: dict[str, Any]) -> None:
+    def need(ok: bool, key: str, what: str) -> None:
+        if not ok:
+            raise InputError(f"{key} = {h[key]!r}: expected {what}")
+
+    need(h["lr"] > 0, "lr", "> 0")
+    need(h["momentum"] >= 0, "momentum", ">= 0")
+    need(h["weight_decay"] >= 0, "weight_decay", ">= 0")
+    need(h["batch_size"] >= 1, "batch_size", ">= 1")
+    need(h["schedule"] in ("cosine", "step", "constant"), "schedule", "cosine, step or constant")
+    need(h["checkpoint_every"] >= 0, "checkpoint_every", ">= 0")
+    need(h["eval_mc"] >= 0, "eval_mc", ">= 0")
+    need(0 <= h["eval_q"] <= 1, "eval_q", "a probability in [0, 1]")
+    need(h["act_bits"] is None or 0 <= h["act_bits"] <= 16, "act_bits", "0 to 16")
+    if algo == "trice":
+        need(h["start"] >= 0, "start", ">= 0")
+        need(h["end"] >= h["start"], "end", f">= start ({h['start']})")
+        need(h["warm"] >= 0, "warm", ">= 0")
+        need(h["n_train"] >= 1, "n_train", ">= 1")
+        need(0 <= h["q"] <= 1, "q", "a probability in [0, 1]")
+        need(h["tol"] >= 0, "tol", ">= 0")
+    if algo in ("dat-fast", "dat-full"):
+        need(h["alpha"] >= 0, "alpha", ">= 0")
+        need(h["p"] >= 1, "p", ">= 1")
+        if algo == "dat-fast":
+            need(h["rank"] >= 1, "rank", ">= 1")
+    if algo == "wvat":
+        need(0 <= h["w_th"] <= 1, "w_th", "a probability in [0, 1]")
+        need(0 <= h["p"] <= 1, "p", "a probability in [0, 1]")
+        need(h["sigma_v"] >= 0, "sigma_v", ">= 0")
+    if algo in ("wvat", "swa"):
+        need(0 <= h["swa_start"] <= 1, "swa_start", "a fraction in [0, 1]")
+    if algo == "sam":
+        need(h["rho"] >= 0, "rho", ">= 0")
+    if algo == "noise" and h["family"] is not None:
+        from xbar.devices import FAMILIES
+
+        need(h["family"] in FAMILIES, "family", f"one of {', '.join(FAMILIES)}")
+
+
+# ------------------------------------------------------------------------ helpers
+def _load_preset(preset):
+    from xbar import presets
+    from xbar.presets import Preset
+
+    if isinstance(preset, Preset):
+        return preset
+    if not isinstance(preset, str | os.PathLike):
+        raise InputError(f"preset {preset!r}: expected a preset name, a TOML path or a Preset")
+    return presets.load(str(preset))
+
+
+def _preset_label(preset) -> str:
+    if isinstance(preset, str | os.PathLike):
+        p = Path(preset)
+        return str(p.resolve()) if p.suffix == ".toml" and p.exists() else str(preset)
+    return preset.name
+
+
+def build_network(model_name: str, split) -> nn.Module:
+    from xbar import models
+
+    return models.build(
+        model_name, in_channels=split.in_channels, num_classes=split.num_classes, image_size=split.image_size
+    )
+
+
+def digital_copy(model: nn.Module, blank: nn.Module) -> nn.Module:
+    """``blank`` (a freshly built plain network) holding the weights of ``model``.
+
+    Analog layers export their weights with ``get_weights()``; the other tensors
+    (batch norm...) are copied by name from the tensors-only state.
+    """
+    with torch.no_grad():
+        if not is_analog(model):
+            blank.load_state_dict(tensor_state(model))
+            return blank
+        from xbar import tiles
+
+        dst_state = blank.state_dict()
+        for k, v in tiles.clean_state_dict(model).items():
+            if k in dst_state and dst_state[k].shape == v.shape:
+                dst_state[k].copy_(v)
+        for name, layer in tiles.xbar_layers(model):
+            w, b = layer.get_weights()
+            dst = blank.get_submodule(name)
+            dst.weight.copy_(w.reshape(dst.weight.shape))
+            if b is not None and getattr(dst, "bias", None) is not None:
+                dst.bias.copy_(b.reshape(dst.bias.shape))
+    return blank
+
+
+def _spec(preset) -> dict[str, Any] | None:
+    """The preset as JSON data (overrides included), or None if it does not serialize."""
+    try:
+        return json.loads(json.dumps(preset.to_dict(), default=str))
+    except (TypeError, ValueError):
+        return None
+
+
+def _check_force(out: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: exists and is not a directory")
+    if out.exists() and any(out.iterdir()) and not force:
+        raise InputError(f"{out}: run directory already exists; pass --force to overwrite it or --resume to continue it")
+
+
+# --------------------------------------------------------------------------- train
+def train(
+    model_name: str,
+    data_name: str,
+    preset,
+    algo: str,
+    epochs: int | None = None,
+    seed: int = 0,
+    out: str | os.PathLike | None = None,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    **hyper: Any,
+) -> tuple[nn.Module, list[dict[str, Any]]]:
+    """Train ``model_name`` on ``data_name`` with ``algo`` against ``preset``.
+
+    Returns ``(model, history)``: the trained model (the SWA average for SWA/WVAT,
+    TRICE's final model; an aihwkit model if ``convert=True``) and one metrics dict
+    per epoch. ``hyper`` takes the keys of :func:`hyper_spec` (``lr``, ``batch_size``,
+    ``rho``, ``alpha``, ...); unset ones take the papers' defaults. With ``out`` the
+    run is written to that directory (see the module docstring); ``resume``
+    continues it from its last checkpoint, ``force`` overwrites it.
+    """
+    from xbar import data as xdata
+
+    check_algo(algo)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise InputError(f"seed = {seed!r}: expected an integer")
+    epochs, h = resolve(algo, epochs, hyper)
+    preset_obj = _load_preset(preset)
+    label = _preset_label(preset)
+    outdir = Path(out) if out is not None else None
+    ckpt = None
+    if outdir is not None:
+        if resume:
+            ckpt = _prepare_resume(outdir, model_name, data_name, label, algo, seed, epochs, h, _spec(preset_obj))
+        else:
+            _check_force(outdir, force)
+            outdir.mkdir(parents=True, exist_ok=True)
+            for name in (METRICS, CHECKPOINT, MODEL):
+                if (outdir / name).exists():
+                    (outdir / name).unlink()
+    elif resume:
+        raise InputError("resume: needs a run directory (out)")
+
+    split = xdata.load(data_name, h["data_root"], seed)
+    torch.manual_seed(derive_seed(seed, "init"))
+    net = build_network(model_name, split)
+    dev = torch.device(h["device"])
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device = {h['device']!r}: CUDA is not available")
+    model = net
+    if h["convert"]:
+        import xbar
+
+        model = xbar.convert(net, preset_obj)
+    model = model.to(dev)
+    act_bits = default_activation_bits(model_name) if h["act_bits"] is None else h["act_bits"]
+    quantize_activations(model, act_bits)
+
+    train_b = Batches(split.train, dev)
+    test_b = Batches(split.test, dev)
+    runner = _build_runner(algo, model, preset_obj, h, epochs, seed, dev, train_b, model_name, split, act_bits)
+
+    swa_start = None
+    if algo in ("wvat", "swa") and (algo == "swa" or h["swa"]):
+        swa_start = int(math.floor(h["swa_start"] * epochs))
+
+    def lr_of(e: int) -> float:
+        return lr_at(e, epochs, h["lr"], h["schedule"], h["step_size"], h["step_gamma"],
+                     swa_start, h.get("swa_lr") if swa_start is not None else None)
+
+    evaluate = None
+    if h["eval_mc"] > 0:
+        def evaluate(m, targets, epoch):
+            x, y = trainer.test_tensors()
+            accs = _mc(m, model_name, split, preset_obj, act_bits, x, y, h["eval_mc"],
+                       derive_seed(seed, "eval-mc", epoch))
+            return {"test_kpp": kpp_of(accs, h["eval_q"]), "test_mc_mean": float(accs.mean()), "kpp_q": h["eval_q"]}
+
+    manifest = {
+        "format": RUN_FORMAT,
+        "version": 1,
+        "status": "running",
+        "model": model_name,
+        "data": data_name,
+        "in_channels": split.in_channels,
+        "num_classes": split.num_classes,
+        "image_size": split.image_size,
+        "preset": label,
+        "algo": algo,
+        "seed": seed,
+        "epochs": epochs,
+        "act_bits": act_bits,
+        "hyper": h,
+        "metrics": {},
+    }
+    spec = _spec(preset_obj)
+    if spec is not None:
+        manifest["preset_spec"] = spec
+
+    def write_metrics(history):
+        if outdir is not None:
+            atomic_write_text(outdir / METRICS, "".join(json.dumps(r) + "\n" for r in history), force=True)
+
+    def write_checkpoint(state):
+        if outdir is not None:
+            save_checkpoint(outdir / CHECKPOINT, state)
+
+    trainer = Trainer(runner, train_b, test_b, epochs, h["batch_size"], seed, lr_of, evaluate,
+                      write_checkpoint if outdir is not None else None, write_metrics,
+                      h["checkpoint_every"], h["progress"])
+    if ckpt is not None:
+        trainer.load_state_dict(ckpt)
+    elif outdir is not None:
+        atomic_write_json(outdir / MANIFEST, manifest, force=True)
+
+    history = trainer.fit()
+
+    final = runner.final(lambda: (b for b in train_b.batches(torch.arange(len(train_b)), h["batch_size"])))
+    final.eval()
+    fm, ft = final, _targets_of(final, preset_obj, h)
+    from xbar.training.trainer import clean_accuracy
+
+    xt, yt = trainer.test_tensors()
+    metrics: dict[str, Any] = {"test_acc": clean_accuracy(fm, ft, xt, yt), "epochs_done": len(history)}
+    if h["eval_mc"] > 0:
+        accs = _mc(final, model_name, split, preset_obj, act_bits, xt, yt, h["eval_mc"],
+                   derive_seed(seed, "eval-mc", "final"))
+        metrics.update(test_kpp=kpp_of(accs, h["eval_q"]), test_mc_mean=float(accs.mean()), kpp_q=h["eval_q"])
+    if history:
+        metrics["train_loss"] = history[-1]["train_loss"]
+        metrics["time_s"] = history[-1]["time_s"]
+    if outdir is not None:
+        blank = build_network(model_name, split)
+        state = tensor_state(digital_copy(final, blank).cpu())
+        atomic_torch_save(outdir / MODEL, state, force=True)
+        manifest.update(status="done", metrics=metrics)
+        atomic_write_json(outdir / MANIFEST, manifest, force=True)
+    return final, history
+
+
+def _prepare_resume(outdir: Path, model_name, data_name, label, algo, seed, epochs, h, spec=None) -> dict[str, Any]:
+    mpath = outdir / MANIFEST
+    if not mpath.is_file():
+        raise InputError(f"{mpath}: no manifest; nothing to resume (start without --resume)")
+    try:
+        man = json.loads(mpath.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"{mpath}: unreadable manifest ({exc})") from None
+    given = {"model": model_name, "data": data_name, "preset": label, "algo": algo, "seed": seed, "epochs": epochs}
+    if spec is not None and man.get("preset_spec") is not None and man["preset_spec"] != spec:
+        raise InputError(f"{mpath}: preset_spec differs from preset {label!r} as given now; resume with the run's preset")
+    for key, value in given.items():
+        if man.get(key) != value:
+            raise InputError(f"{mpath}: {key} = {man.get(key)!r}, but this run asks for {value!r}; resume with the same settings")
+    for key, value in h.items():
+        if key in ("progress", "device"):
+            continue
+        if man.get("hyper", {}).get(key) != value:
+            raise InputError(
+                f"{mpath}: hyper-parameter {key} = {man.get('hyper', {}).get(key)!r}, but this run asks for {value!r}; "
+                "resume with the same settings"
+            )
+    return load_checkpoint(outdir / CHECKPOINT)
+
+
+def _targets_of(model: nn.Module, preset, h: dict[str, Any]) -> list[NoisyParam]:
+    targets = noisy_parameters(model, preset)
+    if not h["quantize_weights"]:
+        for t in targets:
+            t.quantize = False
+    return targets
+
+
+def _mc(model, model_name, split, preset, act_bits, x, y, n, seed) -> torch.Tensor:
+    """Accuracies of ``n`` weight-space Monte Carlo instances (TRICE Alg. 2).
+
+    Runs ``xbar.evaluation.monte_carlo`` on the digital network (a copy holding the
+    tile weights for a converted model, with the same activation quantization).
+    """
+    if is_analog(model):
+        blank = build_network(model_name, split).to(x.device)
+        model = digital_copy(model, blank)
+        quantize_activations(model, act_bits)
+    try:
+        from xbar.evaluation import monte_carlo
+    except ImportError:  # pragma: no cover - evaluation is part of the package
+        g = torch.Generator(device=x.device).manual_seed(seed)
+        return monte_carlo_accuracy(model, noisy_parameters(model, preset), x, y, n, g)
+    was = model.training
+    try:
+        res = monte_carlo(model, (x, y), preset, n=n, seed=seed, metrics=("accuracy",), progress=False,
+                          device=x.device, rule="trice")
+    finally:
+        model.train(was)
+    return torch.as_tensor(res.values("accuracy"), dtype=torch.float64)
+
+
+def _build_runner(algo, model, preset, h, epochs, seed, dev, train_b, model_name, split, act_bits):
+    analog = is_analog(model)
+    if analog and algo not in ("noise", "trice"):
+        from xbar import tiles
+
+        tiles.set_injection(model, enabled=False)
+
+    def opt_of(m):
+        return make_optimizer(m, h["lr"], h["momentum"], h["weight_decay"])
+
+    def gen(*keys):
+        return make_generator(seed, dev, algo, *keys)
+
+    if algo == "trice":
+        x, y = train_b.all(h["kpp_images"] or None, seed)
+
+        def evaluate_kpp(m, epoch):
+            s = derive_seed(seed, "trice-kpp", epoch)  # common random numbers for the three models
+            return kpp_of(_mc(m, model_name, split, preset, act_bits, x, y, h["n_train"], s), h["q"])
+
+        from xbar.devices import NoiseFamily
+
+        tr = TRICE(model, opt_of, lambda m: _targets_of(m, preset, h), evaluate_kpp,
+                   h["start"], h["end"], h["th"], h["warm"], h["tol"], NoiseFamily("right-censored", h["th"]),
+                   [gen(i) for i in range(3)])
+        return TriceRunner(tr, lambda m: _targets_of(m, preset, h))
+
+    targets = _targets_of(model, preset, h)
+    opt = opt_of(model)
+    others = other_parameters(model, targets)
+    swa = None
+    if algo == "sgd" or algo == "swa":
+        step = NoiseInjection(opt, targets, None, 0.0, None, model)
+        if algo == "swa":
+            swa = SWA(model, int(math.floor(h["swa_start"] * epochs)), h["swa_lr"])
+    elif algo == "noise":
+        family = None
+        if h["family"] is not None or h["threshold"] is not None:
+            from xbar.devices import NoiseFamily
+
+            base = targets[0].device.injection if targets[0].device is not None else NoiseFamily()
+            family = NoiseFamily(h["family"] or base.kind, base.threshold if h["threshold"] is None else h["threshold"])
+        step = NoiseInjection(opt, targets, family, h["sigma_scale"], gen(), model)
+    elif algo in ("dat-fast", "dat-full"):
+        layers = h["layers"]
+        chosen = noisy_parameters(model, preset, layers)
+        chosen_ids = {id(c.param) for c in chosen}
+        dat_targets = [t for t in targets if id(t.param) in chosen_ids]
+        rest = [t for t in targets if id(t.param) not in chosen_ids] + others
+        step = DAT(opt, dat_targets, h["alpha"], h["p"], h["rank"] if algo == "dat-fast" else None, rest, gen(),
+                   h["correlated"], h["independent"])
+    elif algo == "wvat":
+        step = WVAT(opt, targets, h["sigma_v"], h["gamma"], h["w_th"], h["alpha"], h["p"], others, gen())
+        if h["swa"]:
+            swa = SWA(model, int(math.floor(h["swa_start"] * epochs)), h["swa_lr"])
+    elif algo == "sam":
+        step = SAM(opt, targets + others, h["rho"])
+    else:  # pragma: no cover - check_algo guards
+        raise InputError(f"algo {algo!r}")
+    return StepRunner(model, step, targets, swa)

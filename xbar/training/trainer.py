@@ -1,0 +1,376 @@
+"""The epoch loop shared by every algorithm: data order, schedule, metrics, checkpoints.
+
+Everything random is derived from the seed: the data order of epoch e is a
+permutation drawn from a generator seeded with (seed, e), so a run resumed in
+the middle of an epoch replays the same batches; algorithm noise comes from
+generators whose states are checkpointed. On CPU a resumed run therefore ends
+with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.optim.swa_utils import update_bn
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from xbar.training.base import WrappedOptimizer, set_lr
+from xbar.training.checkpoint import load_tensors, rng_state, set_rng_state, tensor_state
+from xbar.training.mc import accuracy
+from xbar.training.params import NoisyParam, derive_seed, forward_weights
+from xbar.training.swa import SWA, has_batch_norm
+from xbar.training.trice import TRICE
+
+#: Test hook: after this many optimizer steps the process kills itself (SIGKILL), as if it crashed.
+KILL_ENV = "XBAR_TRAIN_KILL_AFTER_STEPS"
+
+
+# ---------------------------------------------------------------------------- schedule
+def lr_at(
+    epoch: int,
+    epochs: int,
+    lr: float,
+    schedule: str = "cosine",
+    step_size: int = 10,
+    step_gamma: float = 0.8,
+    swa_start: int | None = None,
+    swa_lr: float | None = None,
+) -> float:
+    """Learning rate of epoch ``epoch`` (0-based), a pure function of the epoch.
+
+    ``cosine``: lr (1 + cos(pi e / E)) / 2; ``step``: lr * step_gamma^(e // step_size)
+    (DAT: 0.8 every 10 epochs); ``constant``. With SWA from ``swa_start``: the
+    schedule runs over the first ``swa_start`` epochs towards ``swa_lr`` (cosine)
+    and stays at ``swa_lr`` afterwards (WVAT Sec. 4.2).
+    """
+    if swa_start is not None and swa_lr is not None:
+        if epoch >= swa_start:
+            return swa_lr
+        if schedule == "cosine":
+            return swa_lr + (lr - swa_lr) * 0.5 * (1 + math.cos(math.pi * epoch / max(1, swa_start)))
+        epochs = swa_start
+    if schedule == "cosine":
+        return lr * 0.5 * (1 + math.cos(math.pi * epoch / max(1, epochs)))
+    if schedule == "step":
+        return lr * step_gamma ** (epoch // max(1, step_size))
+    if schedule == "constant":
+        return lr
+    raise ValueError(f"schedule = {schedule!r}: expected cosine, step or constant")
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The sample order of epoch ``epoch``: a permutation seeded with (seed, epoch)."""
+    g = torch.Generator().manual_seed(derive_seed(seed, "data-order", epoch))
+    return torch.randperm(n, generator=g)
+
+
+# -------------------------------------------------------------------------------- data
+class Batches:
+    """Index-addressed access to a dataset (a fast path for ``TensorDataset``)."""
+
+    def __init__(self, dataset: Dataset, device: torch.device | str = "cpu", num_workers: int = 0) -> None:
+        self.dataset = dataset
+        self.device = torch.device(device)
+        self.num_workers = num_workers
+        self.tensors = dataset.tensors if isinstance(dataset, TensorDataset) else None
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def batches(self, order: torch.Tensor, batch_size: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches ``order[i*bs:(i+1)*bs]`` for i >= ``start``."""
+        chunks = [order[i : i + batch_size] for i in range(start * batch_size, len(order), batch_size)]
+        if self.tensors is not None:
+            x, y = self.tensors
+            for idx in chunks:
+                yield x[idx].to(self.device), y[idx].to(self.device)
+            return
+        loader = DataLoader(self.dataset, batch_sampler=[c.tolist() for c in chunks], num_workers=self.num_workers)
+        for x, y in loader:
+            yield x.to(self.device), torch.as_tensor(y).to(self.device)
+
+    def all(self, limit: int | None = None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """The whole set (or a fixed random subset of ``limit`` samples) as two tensors."""
+        n = len(self)
+        order = torch.arange(n)
+        if limit and limit < n:
+            g = torch.Generator().manual_seed(derive_seed(seed, "subset", limit))
+            order = torch.randperm(n, generator=g)[:limit].sort().values
+        xs, ys = [], []
+        for x, y in self.batches(order, 4096):
+            xs.append(x)
+            ys.append(y)
+        return torch.cat(xs), torch.cat(ys)
+
+
+# ----------------------------------------------------------------------------- runners
+def closure_for(model: nn.Module, x: torch.Tensor, y: torch.Tensor, record: dict) -> Callable[[], torch.Tensor]:
+    """Cross-entropy forward/backward; the first call's logits are kept for the train accuracy."""
+
+    def closure() -> torch.Tensor:
+        out = model(x)
+        loss = F.cross_entropy(out, y)
+        loss.backward()
+        if "out" not in record:
+            record["out"] = out.detach()
+        return loss.detach()
+
+    return closure
+
+
+class StepRunner:
+    """One model trained by one algorithm step (``WrappedOptimizer``), with optional SWA."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        step: WrappedOptimizer,
+        targets: list[NoisyParam],
+        swa: SWA | None = None,
+    ) -> None:
+        self.model = model
+        self.step = step
+        self.targets = targets
+        self.swa = swa
+
+    def begin_epoch(self, epoch: int, lr: float) -> None:
+        set_lr(self.step.optimizer, lr)
+
+    def train_batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
+        self.model.train()
+        record: dict = {}
+        loss = self.step.step(closure_for(self.model, x, y, record))
+        return float(loss), int((record["out"].argmax(1) == y).sum())
+
+    def end_epoch(self, epoch: int) -> dict[str, Any]:
+        if self.swa is not None and self.swa.active(epoch):
+            self.swa.update(self.model)
+            return {"swa_n": self.swa.n_averaged}
+        return {}
+
+    def current(self) -> tuple[nn.Module, list[NoisyParam]]:
+        return self.model, self.targets
+
+    def final(self, batches: Callable[[], Iterator] | None = None) -> nn.Module:
+        """The trained model: the SWA average if SWA ran (batch-norm statistics recomputed
+        with the stored weights), else the model."""
+        if self.swa is not None and self.swa.n_averaged > 0:
+            load_tensors(self.model, tensor_state(self.swa.averaged.module))
+            if batches is not None and has_batch_norm(self.model):
+                with forward_weights(self.targets):
+                    update_bn(batches(), self.model)
+        return self.model
+
+    def state_dict(self) -> dict[str, Any]:
+        out = {"model": tensor_state(self.model), "step": self.step.state_dict()}
+        if self.swa is not None:
+            out["swa"] = self.swa.state_dict()
+        return out
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        load_tensors(self.model, state["model"])
+        self.step.load_state_dict(state["step"])
+        if self.swa is not None and "swa" in state:
+            self.swa.load_state_dict(state["swa"])
+
+
+class TriceRunner:
+    """Adapter of :class:`~xbar.training.trice.TRICE` to the trainer loop."""
+
+    def __init__(self, trice: TRICE, targets_of: Callable[[nn.Module], list[NoisyParam]]) -> None:
+        self.trice = trice
+        self.targets_of = targets_of
+
+    def begin_epoch(self, epoch: int, lr: float) -> None:
+        self.trice.set_lr(lambda o: set_lr(o, lr))
+        self.trice.begin_epoch(epoch)
+
+    def train_batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
+        report = 0 if self.trice.merged else 1
+        records: dict[int, dict] = {}
+
+        def closure_of(model: nn.Module):
+            model.train()
+            i = next(k for k, m in enumerate(self.trice.models) if m is model)
+            records[i] = {}
+            return closure_for(model, x, y, records[i])
+
+        loss = self.trice.train_batch(closure_of)
+        return float(loss), int((records[report]["out"].argmax(1) == y).sum())
+
+    def end_epoch(self, epoch: int) -> dict[str, Any]:
+        return self.trice.end_epoch(epoch)
+
+    def current(self) -> tuple[nn.Module, list[NoisyParam]]:
+        m = self.trice.model
+        return m, self.targets_of(m)
+
+    def final(self, batches=None) -> nn.Module:
+        return self.trice.model
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"trice": self.trice.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.trice.load_state_dict(state["trice"])
+
+
+# ------------------------------------------------------------------------------ loop
+@torch.no_grad()
+def clean_accuracy(model: nn.Module, targets: list[NoisyParam], x: torch.Tensor, y: torch.Tensor) -> float:
+    """Accuracy with the noise-free stored (quantized) weights, eval mode."""
+    was = model.training
+    model.eval()
+    try:
+        with forward_weights(targets):
+            return accuracy(model, x, y)
+    finally:
+        model.train(was)
+
+
+class Trainer:
+    """Runs ``runner`` for ``epochs`` epochs with checkpoints and per-epoch metrics.
+
+    Args:
+        runner: a :class:`StepRunner` or :class:`TriceRunner`.
+        train, test: the data.
+        epochs, batch_size, seed: the run.
+        lr_of: learning rate of an epoch (see :func:`lr_at`).
+        evaluate: extra end-of-epoch metrics ``(model, targets, epoch) -> dict`` (e.g. test KPP).
+        checkpoint: called with the full state at every checkpoint.
+        on_epoch: called with the history after every epoch.
+        checkpoint_every: also checkpoint every this many steps inside an epoch (0: epoch ends only).
+        progress: show a tqdm bar (default: only when stderr is a terminal).
+    """
+
+    def __init__(
+        self,
+        runner: StepRunner | TriceRunner,
+        train: Batches,
+        test: Batches,
+        epochs: int,
+        batch_size: int,
+        seed: int,
+        lr_of: Callable[[int], float],
+        evaluate: Callable[[nn.Module, list[NoisyParam], int], dict[str, Any]] | None = None,
+        checkpoint: Callable[[dict[str, Any]], None] | None = None,
+        on_epoch: Callable[[list[dict[str, Any]]], None] | None = None,
+        checkpoint_every: int = 0,
+        progress: bool | None = None,
+    ) -> None:
+        self.runner = runner
+        self.train_data, self.test_data = train, test
+        self.epochs, self.batch_size, self.seed = int(epochs), int(batch_size), int(seed)
+        self.lr_of = lr_of
+        self.evaluate = evaluate
+        self.checkpoint = checkpoint
+        self.on_epoch = on_epoch
+        self.checkpoint_every = int(checkpoint_every)
+        self.progress = sys.stderr.isatty() if progress is None else progress
+        self.history: list[dict[str, Any]] = []
+        self.epoch = 0
+        self.batch = 0
+        self.global_step = 0
+        self.sums = [0.0, 0, 0]  # loss sum, correct, seen (current epoch)
+        self.elapsed = 0.0
+        self._test = None
+        kill = os.environ.get(KILL_ENV)
+        self.kill_after = int(kill) if kill else None
+
+    # ---------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "batch": self.batch,
+            "global_step": self.global_step,
+            "sums": [float(self.sums[0]), int(self.sums[1]), int(self.sums[2])],
+            "elapsed": float(self.elapsed),
+            "history": list(self.history),
+            "runner": self.runner.state_dict(),
+            "rng": rng_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch, self.batch, self.global_step = int(state["epoch"]), int(state["batch"]), int(state["global_step"])
+        s = state["sums"]
+        self.sums = [float(s[0]), int(s[1]), int(s[2])]
+        self.elapsed = float(state.get("elapsed", 0.0))
+        self.history = list(state["history"])
+        self.runner.load_state_dict(state["runner"])
+        set_rng_state(state["rng"])
+
+    def _save(self) -> None:
+        if self.checkpoint is not None:
+            self.checkpoint(self.state_dict())
+
+    # ----------------------------------------------------------------- loop
+    def test_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._test is None:
+            self._test = self.test_data.all()
+        return self._test
+
+    def fit(self) -> list[dict[str, Any]]:
+        n = len(self.train_data)
+        per_epoch = math.ceil(n / self.batch_size)
+        while self.epoch < self.epochs:
+            epoch = self.epoch
+            t0 = time.perf_counter()
+            lr = self.lr_of(epoch)
+            self.runner.begin_epoch(epoch, lr)
+            order = epoch_order(n, self.seed, epoch)
+            bar = None
+            if self.progress:
+                from tqdm import tqdm
+
+                bar = tqdm(total=per_epoch, initial=self.batch, desc=f"epoch {epoch + 1}/{self.epochs}", leave=False)
+            for x, y in self.train_data.batches(order, self.batch_size, self.batch):
+                loss, correct = self.runner.train_batch(x, y)
+                self.sums[0] += loss * y.shape[0]
+                self.sums[1] += correct
+                self.sums[2] += y.shape[0]
+                self.batch += 1
+                self.global_step += 1
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{self.sums[0] / max(1, self.sums[2]):.3f}")
+                if self.checkpoint_every and self.global_step % self.checkpoint_every == 0 and self.batch < per_epoch:
+                    self.elapsed += time.perf_counter() - t0
+                    t0 = time.perf_counter()
+                    self._save()
+                if self.kill_after is not None and self.global_step >= self.kill_after:
+                    os.kill(os.getpid(), signal.SIGKILL)
+            if bar is not None:
+                bar.close()
+            info = self.runner.end_epoch(epoch)
+            model, targets = self.runner.current()
+            xt, yt = self.test_tensors()
+            metrics: dict[str, Any] = {
+                "epoch": epoch + 1,
+                "step": self.global_step,
+                "lr": lr,
+                "train_loss": self.sums[0] / max(1, self.sums[2]),
+                "train_acc": self.sums[1] / max(1, self.sums[2]),
+                "test_acc": clean_accuracy(model, targets, xt, yt),
+            }
+            if self.evaluate is not None:
+                metrics.update(self.evaluate(model, targets, epoch))
+            metrics.update(info)
+            self.elapsed += time.perf_counter() - t0
+            metrics["time_s"] = self.elapsed
+            self.history.append(metrics)
+            self.epoch += 1
+            self.batch = 0
+            self.sums = [0.0, 0, 0]
+            if self.on_epoch is not None:
+                self.on_epoch(self.history)
+            self._save()
+        return self.history
