@@ -1,0 +1,102 @@
+"""Shared helpers of the evaluation tests: small trained models on the bundled 8x8 digits (no tests here)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from xbar import data, models
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Run with one intra-op thread (small workloads on a shared 2-core machine), then restore."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@lru_cache(maxsize=1)
+def digits():
+    return data.load("digits", seed=0)
+
+
+def train(model: nn.Module, epochs: int = 4, seed: int = 0, lr: float = 0.05) -> nn.Module:
+    """A few epochs of plain SGD on the digits training split (about a second)."""
+    torch.manual_seed(seed)
+    x, y = digits().train.tensors
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    model.train()
+    with one_thread():
+        for _ in range(epochs):
+            perm = torch.randperm(len(x))
+            for i in range(0, len(x), 32):
+                idx = perm[i : i + 32]
+                loss = F.cross_entropy(model(x[idx]), y[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+    return model.eval()
+
+
+@lru_cache(maxsize=4)
+def _lenet_state(seed: int) -> dict[str, torch.Tensor]:
+    torch.manual_seed(seed)
+    m = models.build("lenet", in_channels=1, num_classes=10, image_size=8)
+    return {k: v.clone() for k, v in train(m, seed=seed).state_dict().items()}
+
+
+def lenet(seed: int = 0) -> nn.Module:
+    """LeNet trained on the 8x8 digits (about 90% test accuracy)."""
+    m = models.build("lenet", in_channels=1, num_classes=10, image_size=8)
+    m.load_state_dict(_lenet_state(seed))
+    return m.eval()
+
+
+class TinyBN(nn.Module):
+    """Conv + BatchNorm + ReLU + Linear on 8x8 digits (for batch-norm stacking and 2D landscapes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8 * 4 * 4, 10)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.bn(self.conv(x))), 2)
+        return self.fc(x.flatten(1))
+
+
+def tiny_bn(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return train(TinyBN(), epochs=2, seed=seed)
+
+
+def write_run(directory: Path, model: nn.Module, preset: str = "rram-uniform", seed: int = 0) -> Path:
+    """An ``xbar train``-style run directory: manifest.json + model.pt (plain tensors)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, directory / "model.pt")
+    manifest = {
+        "format": "xbar-run",
+        "model": "lenet",
+        "data": "digits",
+        "in_channels": 1,
+        "num_classes": 10,
+        "image_size": 8,
+        "preset": preset,
+        "seed": seed,
+        "act_bits": 0,
+        "status": "done",
+    }
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    return directory

@@ -1,0 +1,168 @@
+"""``xbar eval``, ``drift``, ``bitflip``, ``landscape``: JSON keys, outputs, bad input exits 2 with one line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.test_evaluation_helpers import lenet, one_thread, write_run
+from xbar.cli import main
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _threads():
+    with one_thread():
+        yield
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("runs")
+    out = {f"r{s}": write_run(root / f"run{s}", lenet(seed=s), seed=0) for s in (0, 1, 2)}
+    plain = root / "plain.pt"
+    torch.save(lenet().state_dict(), plain)
+    out["plain"] = plain
+    return out
+
+
+def _json(capsys, argv) -> dict:
+    rc = main(argv)
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    return json.loads(cap.out)
+
+
+def _bad(capsys, argv, *words) -> str:
+    rc = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2, err
+    assert "Traceback" not in err
+    assert len(err.splitlines()) == 1 or err.splitlines()[0].startswith("usage:"), err
+    for w in words:
+        assert w in err, err
+    return err
+
+
+FAST = ["--limit", "80", "--no-progress"]
+
+
+def test_eval_json_keys_out_and_plot(runs, capsys, tmp_path):
+    out, plot = tmp_path / "res.json", tmp_path / "hist.png"
+    d = _json(capsys, ["eval", str(runs["r0"]), "--mc", "12", "--percentile", "5", "--json", "--out", str(out),
+                       "--plot", str(plot), *FAST])
+    for key in ("study", "preset", "n", "seed", "percentile", "confidence", "order_statistic", "rule", "kpp",
+                "kpp_interval", "mean", "std", "metrics", "clean", "per_instance", "checkpoint", "model", "data",
+                "split", "num_images", "history"):
+        assert key in d, key
+    assert d["preset"] == "rram-uniform" and d["n"] == 12 and d["num_images"] == 80
+    assert json.loads(out.read_text())["kpp"] == d["kpp"]
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+    # no overwrite without --force, checked before any work
+    _bad(capsys, ["eval", str(runs["r0"]), "--mc", "2", "--out", str(out), *FAST], "already exists", "--force")
+    _json(capsys, ["eval", str(runs["r0"]), "--mc", "2", "--json", "--out", str(out), "--force", *FAST])
+
+
+def test_eval_plain_state_dict_and_text(runs, capsys):
+    rc = main(["eval", str(runs["plain"]), "--model", "lenet", "--data", "digits", "--preset", "fefet1",
+               "--mc", "4", *FAST])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    assert "1th percentile" in cap.out or "1st" in cap.out or "percentile" in cap.out
+    assert "fefet1" in cap.out
+
+
+def test_eval_adaptive(runs, capsys):
+    d = _json(capsys, ["eval", str(runs["r0"]), "--mc", "8", "--percentile", "50", "--tolerance", "0.5",
+                       "--json", *FAST])
+    assert d["n"] == 8 and d["history"][0]["interval_width"] < 0.5
+
+
+def test_eval_sigma_sweep(runs, capsys, tmp_path):
+    d = _json(capsys, ["eval", str(runs["r0"]), "--sigmas", "0,0.2,0.4", "--compare", str(runs["r1"]), "--mc", "4",
+                       "--json", "--plot", str(tmp_path / "sweep.png"), *FAST])
+    for key in ("study", "preset", "parameter", "percentile", "models", "sigmas", "kpp", "kpp_lower", "kpp_upper",
+                "mean", "std", "table", "per_instance"):
+        assert key in d, key
+    assert d["study"] == "sigma_sweep" and d["sigmas"] == [0.0, 0.2, 0.4]
+    assert d["models"] == [str(runs["r0"]), str(runs["r1"])] and len(d["kpp"]) == 2
+    assert (tmp_path / "sweep.png").exists()
+    _bad(capsys, ["eval", str(runs["r0"]), "--compare", str(runs["r1"])], "--sigmas")
+    _bad(capsys, ["eval", str(runs["r0"]), "--sigma-field", "nope", "--sigmas", "0.1", "--mc", "2", *FAST], "nope")
+
+
+def test_drift_json(runs, capsys, tmp_path):
+    d = _json(capsys, ["drift", str(runs["r0"]), "--preset", "pcm", "--times", "1s,1d,1y", "--mc", "3", "--json",
+                       "--plot", str(tmp_path / "d.png"), *FAST])
+    for key in ("study", "times_s", "compensation", "table", "per_instance", "clean", "has_drift", "read_noise"):
+        assert key in d, key
+    assert d["times_s"] == [1.0, 86400.0, 31536000.0] and d["compensation"] == [True, False]
+    assert len(d["table"]) == 6
+    d = _json(capsys, ["drift", str(runs["r0"]), "--preset", "pcm", "--times", "3600", "--mc", "2",
+                       "--no-compensation", "--json", *FAST])
+    assert d["compensation"] == [False]
+
+
+def test_bitflip_json_and_tables(runs, capsys, tmp_path):
+    d = _json(capsys, ["bitflip", str(runs["r0"]), "--dtype", "float32,int8", "--p-min", "1e-5", "--p-max", "1e-1",
+                       "--repeats", "2", "--targets", "weights,activations", "--json", "--plot",
+                       str(tmp_path / "b.png"), *FAST])
+    for key in ("study", "targets", "p", "repeats", "table", "sweeps", "reference"):
+        assert key in d, key
+    assert set(d["sweeps"]) == {"float32", "int8"} and d["reference"] == "float32"
+    sw = d["sweeps"]["float32"]
+    for key in ("accuracy", "flips", "slots", "observed_rate", "fit", "baseline", "mask_bits"):
+        assert key in sw, key
+    assert len(sw["accuracy"]) == 5 and len(sw["accuracy"][0]) == 2
+    assert {"label", "midpoint_p", "p_99_percent_of_peak", "converged"} <= set(d["table"][0])
+    d = _json(capsys, ["bitflip", str(runs["r0"]), "--mask", "msb:1", "--mask", "msb:9", "--p-min", "1e-3",
+                       "--repeats", "1", "--json", *FAST])
+    assert set(d["sweeps"]) == {"msb:1", "msb:9"}
+    assert d["sweeps"]["msb:9"]["mask_bits"] == list(range(23))
+
+
+def test_landscape_1d_and_2d(runs, capsys, tmp_path):
+    d = _json(capsys, ["landscape", str(runs["r0"]), "--dims", "1", "--directions", "2", "--alphas=-1:1:3",
+                       "--json", *FAST])
+    assert d["dims"] == 1 and d["alphas"] == [-1.0, 0.0, 1.0] and len(d["loss"]) == 2
+    assert d["split"] == "train"
+    d = _json(capsys, ["landscape", str(runs["r0"]), "--dims", "2", "--models", f"{runs['r1']},{runs['r2']}",
+                       "--alphas", "0:1:3", "--betas", "0,0.5", "--json", "--plot", str(tmp_path / "l2.png"), *FAST])
+    assert d["dims"] == 2 and len(d["loss"]) == 3 and len(d["loss"][0]) == 2
+    assert d["models"] == [str(runs["r0"]), str(runs["r1"]), str(runs["r2"])]
+
+
+def test_bad_inputs_exit_2_with_one_line(runs, capsys, tmp_path):
+    r0 = str(runs["r0"])
+    _bad(capsys, ["eval", str(tmp_path / "nope")], "no such")
+    _bad(capsys, ["eval", str(runs["plain"])], "--model")
+    _bad(capsys, ["eval", str(runs["plain"]), "--model", "lenet", "--data", "cifar10"], "shape")
+    _bad(capsys, ["eval", r0, "--preset", "no-such-preset"], "no-such-preset")
+    _bad(capsys, ["eval", r0, "--plot", str(tmp_path / "x.jpg")], ".png")
+    _bad(capsys, ["eval", r0, "--mc", "0"])
+    _bad(capsys, ["eval", r0, "--percentile", "100"])
+    _bad(capsys, ["eval", r0, "--layers", "nope", "--mc", "2", *FAST], "nope")
+    _bad(capsys, ["eval", r0, "--device", "tpu"], "--device")
+    _bad(capsys, ["drift", r0, "--times", "1,abc"], "--times")
+    _bad(capsys, ["drift", r0, "--times", "5,5"], "twice")
+    _bad(capsys, ["bitflip", r0, "--dtype", "float8"], "--dtype")
+    _bad(capsys, ["bitflip", r0, "--mask", "99-100"], "--mask")
+    _bad(capsys, ["bitflip", r0, "--targets", "gradients"], "--targets")
+    _bad(capsys, ["bitflip", r0, "--p-min", "1e-1", "--p-max", "1e-3"], "p-min")
+    _bad(capsys, ["landscape", r0, "--dims", "2"], "--models")
+    _bad(capsys, ["landscape", r0, "--alphas", "a:b"], "--alphas")
+    # a pickle with code is refused, never executed
+    evil = tmp_path / "evil.pt"
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "obj": Path("x")}, evil)
+    _bad(capsys, ["eval", str(evil), "--model", "lenet"], "refusing to unpickle")
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    _bad(capsys, ["eval", str(garbage), "--model", "lenet"], "not a readable PyTorch checkpoint")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "manifest.json").write_text("{not json")
+    _bad(capsys, ["eval", str(broken)], "manifest.json", "JSON")
+    (broken / "manifest.json").write_text(json.dumps({"model": "lenet"}))
+    _bad(capsys, ["eval", str(broken)], "data", "missing")

@@ -1,0 +1,159 @@
+"""Shared plumbing of the study commands (eval, drift, bitflip, landscape).
+
+Loads the checkpoint and its evaluation data, resolves the preset, checks the output
+paths before any work, and writes results (atomically, rank 0 only under torchrun).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import re
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+from xbar.cli.common import add_study_args, emit, positive_int
+from xbar.errors import InputError
+
+
+def add_workload_args(p: argparse.ArgumentParser, split: str = "test") -> None:
+    """CHECKPOINT and the options every study shares."""
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="xbar train run directory, or a state-dict file with --model")
+    p.add_argument("--model", help="model name (needed for a plain state-dict file; overrides the manifest)")
+    p.add_argument("--data", help="data set name (default: the run's; sets the input shape of a plain state dict)")
+    p.add_argument("--data-root", help="directory of the MNIST/CIFAR files (default $XBAR_DATA or ./data)")
+    p.add_argument("--split", choices=("test", "train"), default=split, help=f"which part of the data set to evaluate (default {split})")
+    p.add_argument("--limit", type=positive_int, help="evaluate only the first N images")
+    p.add_argument("--act-bits", type=int, help="quantize ReLU outputs to this many bits (default: the run's act_bits; 0 = none)")
+    p.add_argument("--batch-instances", type=positive_int, help="instances per forward pass (speed/memory only; default 4 on CPU, 32 on CUDA)")
+    p.add_argument("--batch-size", type=positive_int, default=256, help="images per forward pass (default 256)")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda when available)")
+    p.add_argument("--plot", metavar="PATH", help="write a plot (.png, .pdf or .svg)")
+    p.add_argument("--out", metavar="RESULT.json", help="write the JSON result to this file (atomically)")
+    p.add_argument("--force", action="store_true", help="overwrite --out / --plot files that exist")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_study_args(p)
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Refuse existing --out/--plot files before any work is done."""
+    from pathlib import Path
+
+    from xbar.fileio import check_writable
+
+    for path in (args.out, args.plot):
+        if path:
+            check_writable(path, args.force)
+    if args.plot and Path(args.plot).suffix.lower() not in (".png", ".pdf", ".svg"):
+        raise InputError(f"--plot {args.plot}: expected a .png, .pdf or .svg file name")
+
+
+def load_checkpoint(args: argparse.Namespace, path: str | None = None):
+    """The model of ``path`` (default CHECKPOINT) with the run's activation quantization applied."""
+    from xbar.checkpoints import load_model
+
+    model, info = load_model(path or args.checkpoint, args.model, args.data)
+    bits = args.act_bits if args.act_bits is not None else info.get("act_bits")
+    if bits:
+        from xbar.training.quant import quantize_activations
+
+        try:
+            quantize_activations(model, int(bits))
+        except ValueError as exc:
+            raise InputError(f"--act-bits {bits}: {exc}") from None
+    info["act_bits"] = int(bits or 0)
+    return model, info
+
+
+def load_data(args: argparse.Namespace, info: dict[str, Any]):
+    """The evaluation part (``--split``) of the run's data set, split with the run's seed."""
+    from xbar import data
+
+    name = args.data or info.get("data")
+    if not name:
+        raise InputError(f"{args.checkpoint}: no data set known; pass --data NAME (one of {', '.join(data.names())})")
+    split = data.load(name, args.data_root, int(info.get("seed") or 0))
+    if (split.in_channels, split.image_size) != (info["in_channels"], info["image_size"]):
+        raise InputError(
+            f"--data {name}: images are {split.in_channels}x{split.image_size}x{split.image_size}, but the model "
+            f"expects {info['in_channels']}x{info['image_size']}x{info['image_size']}"
+        )
+    info["data"] = name
+    info["split"] = args.split
+    return split.train if args.split == "train" else split.test
+
+
+def resolve_preset(args: argparse.Namespace, info: dict[str, Any], required: bool = True):
+    """``--preset`` or the run's own preset (its stored description first)."""
+    from xbar import presets
+
+    if getattr(args, "preset", None):
+        return presets.load(args.preset)
+    spec = info.get("preset_spec")
+    if isinstance(spec, dict):
+        try:
+            return presets.Preset.from_dict(spec, origin=f"{args.checkpoint}: preset_spec")
+        except InputError:
+            pass
+    if info.get("preset"):
+        return presets.load(info["preset"])
+    if required:
+        raise InputError(f"{args.checkpoint}: no preset recorded; pass --preset NAME_OR_PATH")
+    return None
+
+
+def device_of(args: argparse.Namespace):
+    import torch
+
+    from xbar.evaluation.distributed import local_device
+
+    want = args.device
+    if want not in ("auto", "cpu", "cuda") and not re.fullmatch(r"cuda:\d+", want or ""):
+        raise InputError(f"--device {want}: expected cpu, cuda, cuda:N or auto")
+    if want.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {want}: CUDA is not available on this machine")
+    return local_device(want)
+
+
+@contextlib.contextmanager
+def library_errors() -> Iterator[None]:
+    """Report the library's ValueErrors about arguments as bad input (exit 2)."""
+    try:
+        yield
+    except InputError:
+        raise
+    except (ValueError, KeyError) as exc:
+        msg = str(exc).strip("'\"").splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(msg) from None
+
+
+def finish(args: argparse.Namespace, result: dict[str, Any], text: str, plot=None) -> int:
+    """Write --out and --plot, print JSON or ``text``: on rank 0 only."""
+    from xbar.evaluation.distributed import context
+    from xbar.fileio import atomic_write_json
+
+    if not context().is_main:
+        return 0
+    notes = []
+    if args.out:
+        atomic_write_json(args.out, result, force=args.force)
+        notes.append(f"wrote {args.out}")
+    if args.plot and plot is not None:
+        plot(args.plot, args.force)
+        notes.append(f"wrote {args.plot}")
+    emit(result, args.json, "\n".join([text, *notes]))
+    if args.json and notes:
+        print("\n".join(notes), file=sys.stderr)
+    return 0
+
+
+def header(info: dict[str, Any], n_images: int) -> str:
+    return f"{info['model']} on {info['data']} ({n_images} {info.get('split', 'test')} images)"
+
+
+def parse_list(text: str, kind: type, what: str) -> list:
+    try:
+        return [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"{what} {text!r}: expected a comma-separated list of {kind.__name__}s") from None
