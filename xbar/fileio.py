@@ -15,10 +15,19 @@ from xbar.errors import InputError
 def check_writable(path: str | os.PathLike, force: bool = False) -> Path:
     """Refuse to overwrite an existing ``path`` unless ``force`` is set."""
     p = Path(path)
+    if p.is_dir():
+        raise InputError(f"{p}: is a directory; expected a file name")
     if p.exists() and not force:
         raise InputError(f"{p}: already exists; pass --force to overwrite it")
-    if p.parent and not p.parent.exists():
-        p.parent.mkdir(parents=True, exist_ok=True)
+    parent = p.parent
+    if parent.exists() and not parent.is_dir():
+        raise InputError(f"{p}: {parent} is not a directory")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"{p}: cannot create directory {parent} ({exc.strerror or exc})") from None
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"{p}: directory {parent} is not writable")
     return p
 
 

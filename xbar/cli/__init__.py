@@ -9,14 +9,22 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 
 from xbar.errors import InputError
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors are one line (exit status 2), not a usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="xbar",
         description="Crossbar emulation for noise-robust deep learning on analog NVM hardware.",
     )
@@ -27,7 +35,6 @@ def build_parser() -> argparse.ArgumentParser:
         if info.name.startswith("cmd_"):
             importlib.import_module(f"xbar.cli.{info.name}").register(sub)
     return parser
-
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,10 +51,22 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:
         print(f"xbar {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        raise
+    except OSError as exc:  # a file the user named cannot be read or written
+        name = exc.filename if exc.filename is not None else "file"
+        print(f"xbar {args.command}: error: {name}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"xbar {args.command}: interrupted", file=sys.stderr)
         return 130
 
 
 def entry() -> None:
-    sys.exit(main())
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:  # e.g. ``xbar presets list --json | head``: the reader left
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
+    sys.exit(code)
