@@ -437,3 +437,49 @@ def test_converted_model_evaluates_with_the_read_back_weights(tiny, inputs):
     back = read_model(program_model(analog, EmulatedBackend(preset, seed=4), preset), analog)
     torch.testing.assert_close(evaluate(back, inputs).logits, evaluate(plain, inputs).logits, rtol=1e-4, atol=1e-4)
     assert not torch.allclose(evaluate(analog, inputs).logits, evaluate(plain, inputs).logits, atol=1e-3)
+
+
+# ------------------------------------------------- clipping at 0 uS, late files
+@pytest.mark.skipif(not HAS_CALIBRATION, reason="xbar.calibration is not in this checkout")
+def test_level_at_zero_uS_is_clipped_and_the_recording_fits(tmp_path, capsys):
+    from xbar.calibration import fit, read_measurements
+    from xbar.cli import main
+
+    path = tmp_path / "zero.h5"
+    chip = EmulatedBackend("fefet1", rows=32, cols=32, level_conductance_uS=[0, 10, 20, 30])
+    with RecordingBackend(chip, path) as rec:
+        rec.program(0, level_block(32, 32))
+        first = rec.read(0)
+        rec.read(0)
+    assert float(first.min()) == 0.0  # level units: 0 uS is level 0 here
+    with h5py.File(path, "r") as fh:
+        g = fh["programming/conductance"][()]
+        assert g.min() == 0.0 and 64 < int(np.count_nonzero(g == 0)) < 192  # about half of level 0
+    assert main(["fit", str(path), "--out", str(tmp_path / "p.toml"), "--report", str(tmp_path / "rep")]) == 0
+    assert "left-censored" in capsys.readouterr().out
+    res = fit(read_measurements(path))
+    s0 = res.programming.levels[0]
+    assert s0.mean_method == "censored" and s0.sigma_ci.contains(0.1) and s0.mean_ci.contains(0.0)
+    assert res.preset_dict["programming"]["mean_levels"][0] == 0.0
+    # without a conductance scale there is no physical zero: nothing is clipped
+    free = EmulatedBackend("fefet1", rows=32, cols=32)
+    free.program(0, level_block(32, 32))
+    assert float(free.read(0).min()) < 0
+
+
+def test_recording_close_does_not_replace_a_file_that_appeared(tmp_path):
+    path = tmp_path / "r.h5"
+    rec = RecordingBackend(EmulatedBackend("fefet1", rows=8, cols=8), path)
+    rec.program(0, level_block(8, 8))
+    rec.read(0)
+    path.write_text("written by someone else during the session")
+    with pytest.warns(UserWarning, match="appeared there during the recording session"):
+        written = rec.close()
+    assert written == tmp_path / "r.1.h5" == rec.path
+    assert path.read_text().startswith("written by someone else")
+    assert ReplayBackend(written).remaining()["read"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.1.h5", "r.h5"]
+    # with force the recorder owns the path
+    forced = RecordingBackend(EmulatedBackend("fefet1", rows=8, cols=8), path, force=True)
+    forced.program(0, level_block(8, 8))
+    assert forced.close() == path and h5py.is_hdf5(path)

@@ -1,6 +1,7 @@
 """Import a plain CSV table into an ``xbar-measurements`` file (layouts in calibration/SCHEMA.md).
 
-Layouts (header row required, extra columns ignored, ``#`` comment lines skipped):
+Layouts (header row required, extra columns ignored, ``#`` comment lines and blank
+lines skipped; errors name the physical line of the file, counting those):
 
 * ``kind="programming"``: ``device_id,array,row,col,cycle,target_level,conductance_uS``
   (``target_level`` and ``conductance_uS`` required, the integer coordinates optional);
@@ -21,9 +22,9 @@ import numpy as np
 
 from xbar.calibration.reader import read_measurements
 from xbar.calibration.schema import MAX_ROWS, Measurements, Programming, Reads, Switching
-from xbar.calibration.writer import _write
+from xbar.calibration.writer import _write, check_output
 from xbar.errors import InputError
-from xbar.fileio import atomic_write, check_writable
+from xbar.fileio import atomic_write
 
 KINDS = {
     "programming": (("target_level", "conductance_uS"), ("device_id", "array", "row", "col", "cycle")),
@@ -41,13 +42,15 @@ def _read_table(path: Path, required: Sequence[str], optional: Sequence[str]) ->
     except OSError as exc:
         raise InputError(f"{path}: cannot be read ({exc.strerror})") from None
     with fh:
-        rows = (r for r in csv.reader(fh) if r and not r[0].lstrip().startswith("#"))
+        reader = csv.reader(fh)
+        rows = _data_rows(reader)
         try:
-            header = [h.strip() for h in next(rows)]
+            _, header = next(rows)
+            header = [h.strip() for h in header]
         except StopIteration:
             raise InputError(f"{path}: empty file; expected a header row with {','.join(required)}") from None
         except (csv.Error, UnicodeDecodeError) as exc:
-            raise InputError(f"{path}: line 1: not a CSV table ({exc})") from None
+            raise InputError(f"{path}: line {reader.line_num + 1}: not a CSV table ({exc})") from None
         missing = [c for c in required if c not in header]
         if missing:
             raise InputError(
@@ -57,7 +60,7 @@ def _read_table(path: Path, required: Sequence[str], optional: Sequence[str]) ->
         idx = {c: header.index(c) for c in cols}
         out: dict[str, list] = {c: [] for c in cols}
         try:
-            for line_no, row in enumerate(rows, start=2):
+            for line_no, row in rows:
                 if len(out[cols[0]]) >= MAX_ROWS:
                     raise InputError(f"{path}: more than {MAX_ROWS:.0e} rows; expected fewer")
                 if len(row) < len(header):
@@ -65,10 +68,23 @@ def _read_table(path: Path, required: Sequence[str], optional: Sequence[str]) ->
                 for c in cols:
                     out[c].append(_parse(path, line_no, c, row[idx[c]].strip()))
         except (csv.Error, UnicodeDecodeError) as exc:
-            raise InputError(f"{path}: not a CSV table ({exc})") from None
+            raise InputError(f"{path}: line {reader.line_num + 1}: not a CSV table ({exc})") from None
     if not out[cols[0]]:
         raise InputError(f"{path}: no data rows; expected at least one row after the header")
     return out
+
+
+def _data_rows(reader):
+    """``(line, fields)`` of every row that is not blank or a ``#`` comment.
+
+    ``line`` is the physical line (1-based) the row starts on, counting blank and
+    comment lines and the lines of quoted fields that span several.
+    """
+    end = 0
+    for r in reader:
+        start, end = end + 1, reader.line_num
+        if any(f.strip() for f in r) and not r[0].lstrip().startswith("#"):
+            yield start, r
 
 
 def _parse(path: Path, line: int, col: str, text: str):
@@ -114,7 +130,7 @@ def import_csv(
     src = Path(csv_path)
     if kind not in KINDS:
         raise InputError(f"kind = {kind!r}: expected one of {', '.join(KINDS)}")
-    check_writable(out_h5, force)
+    check_output(out_h5, force)
     table = _read_table(src, *KINDS[kind])
     meta = {
         "device": device or src.stem,

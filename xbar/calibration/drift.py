@@ -4,8 +4,11 @@ For each device a least-squares line ``log G = log G0 - nu log(t / t0)`` gives `
 and its standard error ``se_i`` (from the residuals; read noise makes the series
 scatter). Per level, ``nu_mean`` is the mean of the ``nu_i`` with a Student t interval.
 The spread of the ``nu_i`` is the device-to-device spread plus the fit error, so
-``nu_std^2 = max(0, s_nu^2 - mean(se_i^2))``; its interval is the chi-square interval
-of ``s_nu`` with the same correction applied to both ends. The preset draws
+``nu_std^2 = max(0, s_nu^2 - mean(se_i^2))``. Its interval is the generalized
+(pivot) interval of that difference (:func:`xbar.calibration.intervals.sigma_difference_interval`):
+``s_nu^2`` has ``k - 1`` degrees of freedom, ``mean(se_i^2)`` (one residual variance per
+device, all at the same times) ``k (T - 2)``, so the uncertainty of the subtracted fit
+error is carried too (draws seeded by ``seed``). The preset draws
 ``nu ~ N(nu_mean, nu_std)`` clipped at 0 per device (aihwkit's PCM drift form).
 """
 
@@ -21,7 +24,8 @@ from xbar.calibration.intervals import (
     Normality,
     mean_interval,
     normality,
-    sigma_interval,
+    sigma_difference_interval,
+    variance_pivot,
 )
 from xbar.calibration.schema import Drift
 
@@ -96,12 +100,20 @@ def loglog_slopes(time_s: np.ndarray, conductance: np.ndarray, t0_s: float):
 
 @dataclass(frozen=True)
 class DriftFitter:
-    """Per-level drift exponent mean and spread from per-device log-log fits."""
+    """Per-level drift exponent mean and spread from per-device log-log fits.
+
+    Args:
+        confidence: level of the intervals.
+        seed: seed of the pivot draws of the ``nu_std`` interval.
+    """
 
     confidence: float = 0.95
+    seed: int = 0
 
     def fit(self, data: Drift) -> DriftFit:
         nu, se, log_g0, r2 = loglog_slopes(data.time_s, data.conductance, data.t0_s)
+        rng = np.random.default_rng(self.seed)
+        fit_df = data.time_s.size - 2
         out = []
         for h in range(data.levels):
             sel = data.target_level == h
@@ -110,18 +122,18 @@ class DriftFitter:
             mean = float(v.mean())
             sd = float(v.std(ddof=1))
             err2 = float(np.mean(se[sel] ** 2))
-            raw_ci = sigma_interval(sd, k - 1, self.confidence)
-
-            def corrected(s: float, err2: float = err2) -> float:
-                return math.sqrt(max(0.0, s**2 - err2)) if math.isfinite(s) else s
-
+            std_ci = sigma_difference_interval(
+                variance_pivot(sd**2, k - 1, rng),
+                variance_pivot(err2, k * fit_df if fit_df > 0 else math.inf, rng),
+                self.confidence,
+            )
             out.append(
                 DriftLevel(
                     devices=k,
                     nu_mean=mean,
                     nu_mean_ci=mean_interval(mean, sd, k, self.confidence),
-                    nu_std=corrected(sd),
-                    nu_std_ci=raw_ci.map(corrected),
+                    nu_std=math.sqrt(max(0.0, sd**2 - err2)),
+                    nu_std_ci=std_ci,
                     nu_std_raw=sd,
                     fit_se_rms=math.sqrt(err2),
                     r2_median=float(np.median(r2[sel])),

@@ -39,6 +39,60 @@ def mean_interval(mean: float, sd: float, n: int, confidence: float) -> Interval
     return Interval(mean - half, mean + half, confidence)
 
 
+def cluster_mean_interval(x: np.ndarray, clusters: np.ndarray, confidence: float) -> Interval:
+    """t interval of a mean over independent clusters (arrays, or programmings of one).
+
+    Devices of one array share a spatially correlated field, so their deviations are not
+    independent and ``s / sqrt(n)`` understates the error of their mean; arrays are. With
+    A clusters of sizes ``n_g`` and means ``m_g`` the overall mean is ``sum n_g m_g / n`` and
+    its variance is estimated by ``A / (A - 1) sum_g (n_g / n)^2 (m_g - mean)^2`` with a
+    ``t_{A-1}`` quantile (for equal cluster sizes: the t interval of the A cluster means,
+    exact for Gaussian deviations whatever the covariance within an array). Fewer than
+    2 clusters give an unbounded interval: one array cannot separate a systematic offset
+    from its own realisation of the correlated field.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    ids, inv = np.unique(np.asarray(clusters), return_inverse=True)
+    a = ids.size
+    if a < 2:
+        return Interval(-math.inf, math.inf, confidence)
+    n_g = np.bincount(inv).astype(np.float64)
+    m_g = np.bincount(inv, weights=x) / n_g
+    mean = float(x.mean())
+    var = a / (a - 1) * float(np.sum((n_g / x.size) ** 2 * (m_g - mean) ** 2))
+    half = stats.t.ppf(0.5 + confidence / 2, a - 1) * math.sqrt(var)
+    return Interval(mean - half, mean + half, confidence)
+
+
+PIVOT_DRAWS = 20_000  # Monte Carlo draws of the generalized pivots below
+
+
+def variance_pivot(var: float, df: float, rng: np.random.Generator, size: int = PIVOT_DRAWS) -> np.ndarray:
+    """Draws of the generalized pivot ``df s^2 / chi2_df`` of a normal variance estimated as ``var``.
+
+    Its quantiles are the chi-square interval of the variance; ``df = inf`` treats ``var``
+    as known (all draws equal).
+    """
+    if not math.isfinite(df):
+        return np.full(size, float(var))
+    return float(var) * df / rng.chisquare(df, size)
+
+
+def sigma_difference_interval(total: np.ndarray, minus: np.ndarray, confidence: float) -> Interval:
+    """Interval of ``sigma = sqrt(max(0, V_total - V_minus))`` from generalized pivot draws.
+
+    ``total`` and ``minus`` are draws of independent pivots (:func:`variance_pivot`, or
+    bootstrap-based draws) of the measured variance and of the variance subtracted from
+    it (read noise, fit error, correlated part). The percentiles of their difference give
+    a generalized confidence interval (Weerahandi) that carries the uncertainty of both
+    estimates, unlike subtracting the point estimate from both ends of the measured
+    variance's interval; ends below 0 are reported as 0.
+    """
+    a = 1.0 - confidence
+    lo, hi = np.quantile(np.asarray(total) - np.asarray(minus), [a / 2, 1 - a / 2])
+    return Interval(math.sqrt(max(0.0, float(lo))), math.sqrt(max(0.0, float(hi))), confidence)
+
+
 def sigma_interval(sd: float, df: int, confidence: float) -> Interval:
     """Chi-square interval for a normal standard deviation with ``df`` degrees of freedom.
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,35 +17,42 @@ from scipy import stats
 
 from xbar.calibration.result import FitResult, format_table
 from xbar.calibration.schema import Measurements
+from xbar.calibration.writer import check_output
 from xbar.errors import InputError
 from xbar.fileio import atomic_write, atomic_write_text
 
 MAX_PANELS = 16
 
 
-def report_files(result: FitResult) -> list[str]:
-    """Names of the files :func:`write_report` writes for ``result``."""
-    names = []
-    if result.programming is not None:
-        names.append("programming_levels.png")
-    if result.drift is not None:
-        names.append("drift_fits.png")
-    if result.spatial is not None:
-        names.append("correlation.png")
-    if result.switching is not None:
-        names.append("switching_cdf.png")
-    return [*names, "summary.md", "summary.json"]
+PLOTS = {
+    "programming": "programming_levels.png",
+    "drift": "drift_fits.png",
+    "array_maps": "correlation.png",
+    "switching": "switching_cdf.png",
+}
 
 
-def check_report_dir(result: FitResult, directory: str | os.PathLike, force: bool = False) -> list[Path]:
-    """Paths the report would write; raises ``InputError`` if one exists and not ``force``."""
+def report_files(groups: FitResult | Sequence[str]) -> list[str]:
+    """Names of the files :func:`write_report` writes for a result (or its measurement groups)."""
+    present = groups.groups if isinstance(groups, FitResult) else groups
+    return [PLOTS[g] for g in PLOTS if g in present] + ["summary.md", "summary.json"]
+
+
+def check_report_dir(
+    groups: FitResult | Sequence[str], directory: str | os.PathLike, force: bool = False
+) -> list[Path]:
+    """Paths the report would write; raises ``InputError`` (one line) if one cannot be written.
+
+    Nothing is created: the directory must be a directory or creatable (its nearest
+    existing parent a writable directory), and no report file may exist (unless
+    ``force``) or be a directory.
+    """
     d = Path(directory)
     if d.exists() and not d.is_dir():
         raise InputError(f"{d}: exists and is not a directory; expected a report directory")
-    paths = [d / n for n in report_files(result)]
+    paths = [d / n for n in report_files(groups)]
     for p in paths:
-        if p.exists() and not force:
-            raise InputError(f"{p}: already exists; pass --force to overwrite it")
+        check_output(p, force)
     return paths
 
 
@@ -77,12 +85,18 @@ def plot_programming(result: FitResult, m: Measurements, path: Path, force: bool
         grid = np.linspace(x.min(), x.max(), 200)
         if s.sigma > 0:
             ax.plot(grid, stats.norm.pdf(grid, s.mean, s.sigma), "C0", label="fitted normal")
+        else:  # constant deviations: no density to draw
+            ax.axvline(s.mean, color="C0", label="constant value")
+        if s.censored:
+            ax.axvline(float(x.min()), color="C3", ls=":", label=f"0 uS ({s.censored} clipped)")
         ax.set_title(f"level {h}: mu={s.mean:.3g}, sigma={s.sigma:.3g}", fontsize=8)
         ax.set_xlabel("programmed - target (levels)", fontsize=8)
         p = s.normality.anderson_p
         if p is not None:
             ax.text(0.02, 0.95, f"AD p={p:.2g}", transform=ax.transAxes, fontsize=7, va="top")
-    axes[0].legend(fontsize=7, loc="upper right")
+    for h in range(L):
+        if h == 0 or result.programming.levels[h].censored:
+            axes[h].legend(fontsize=7, loc="upper right")
     fig.suptitle(f"Programming deviations per level (model: {result.selection.chosen})", fontsize=9)
     return _save(fig, path, force)
 
@@ -218,15 +232,9 @@ def write_report(
     paths = check_report_dir(result, directory, force)
     Path(directory).mkdir(parents=True, exist_ok=True)
     by_name = {p.name: p for p in paths}
-    out = []
-    if "programming_levels.png" in by_name:
-        out.append(plot_programming(result, measurements, by_name["programming_levels.png"], force))
-    if "drift_fits.png" in by_name:
-        out.append(plot_drift(result, measurements, by_name["drift_fits.png"], force))
-    if "correlation.png" in by_name:
-        out.append(plot_correlation(result, measurements, by_name["correlation.png"], force))
-    if "switching_cdf.png" in by_name:
-        out.append(plot_switching(result, measurements, by_name["switching_cdf.png"], force))
+    plotters = {"programming": plot_programming, "drift": plot_drift, "array_maps": plot_correlation,
+                "switching": plot_switching}
+    out = [plotters[g](result, measurements, by_name[PLOTS[g]], force) for g in PLOTS if PLOTS[g] in by_name]
     out.append(atomic_write_text(by_name["summary.md"], summary_markdown(result), force))
     out.append(
         atomic_write_text(by_name["summary.json"], json.dumps(result.to_dict(), indent=2) + "\n", force)

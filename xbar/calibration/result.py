@@ -94,7 +94,9 @@ class FitResult:
         rows: list[tuple[str, str, str, str]] = []
         if self.programming is not None:
             for h, s in enumerate(self.programming.levels):
-                rows.append(("programming", f"mean offset level {h}", f(s.mean), ci(s.mean_ci)))
+                how = {"t": "", "cluster": f", {s.clusters} arrays", "censored": f", {s.censored} clipped"}[s.mean_method]
+                mark = "" if s.mean_significant else ", n.s. -> 0"
+                rows.append(("programming", f"mean offset level {h} ({s.mean_method}{how}{mark})", f(s.mean), ci(s.mean_ci)))
                 rows.append(("programming", f"sigma level {h} (measured)", f(s.sigma), ci(s.sigma_ci)))
             for h, (s, c) in enumerate(zip(self.sigma_levels, self.sigma_levels_ci)):
                 rows.append(("programming", f"sigma level {h} (preset)", f(s), ci(c)))
@@ -110,7 +112,9 @@ class FitResult:
             for h, lv in enumerate(self.drift.levels):
                 rows.append(("drift", f"nu mean level {h}", f(lv.nu_mean), ci(lv.nu_mean_ci)))
                 rows.append(("drift", f"nu std level {h}", f(lv.nu_std), ci(lv.nu_std_ci)))
-        if self.spatial is not None:
+        if self.spatial is not None and not self.spatial.detected:
+            rows.append(("correlation", "sigma (no spatial correlation detected)", f(0.0), ""))
+        elif self.spatial is not None:
             sp = self.spatial
             rows.append(("correlation", "sigma", f(sp.sigma), ci(sp.sigma_ci)))
             rows.append(("correlation", "length_rows (devices)", f(sp.length_rows), ci(sp.length_rows_ci)))

@@ -50,6 +50,13 @@ def to_level_units(
     return (g_us - nominal[0]) / step
 
 
+def zero_level(units: str, level_conductance_uS: np.ndarray | None) -> float | None:
+    """0 uS in level units (None for level units, which carry no physical zero)."""
+    if units == LEVEL_UNITS:
+        return None
+    return float(to_level_units(np.zeros(1), "uS", level_conductance_uS)[0])
+
+
 def level_step_uS(units: str, level_conductance_uS: np.ndarray | None) -> float:
     """Conductance of one level step in ``units`` (1 for level units)."""
     if units == LEVEL_UNITS:
@@ -79,6 +86,16 @@ class Programming:
         g = to_level_units(self.conductance, self.units, self.level_conductance_uS)
         return g - self.target_level
 
+    def zero_level(self) -> float | None:
+        """0 uS in level units (None for files in level units, which have no physical zero)."""
+        return zero_level(self.units, self.level_conductance_uS)
+
+    def censored(self) -> np.ndarray:
+        """Rows read at exactly 0 uS: clipped by the instrument, censored from below."""
+        if self.units == LEVEL_UNITS:
+            return np.zeros(self.conductance.shape, dtype=bool)
+        return self.conductance <= 0
+
 
 @dataclass(frozen=True)
 class Reads:
@@ -93,6 +110,12 @@ class Reads:
 
     def conductance_levels(self) -> np.ndarray:
         return to_level_units(self.conductance, self.units, self.level_conductance_uS)
+
+    def censored(self) -> np.ndarray:
+        """Reads at exactly 0 uS (clipped), ``[m, r]``."""
+        if self.units == LEVEL_UNITS:
+            return np.zeros(self.conductance.shape, dtype=bool)
+        return self.conductance <= 0
 
 
 @dataclass(frozen=True)

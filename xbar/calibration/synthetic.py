@@ -4,10 +4,18 @@ Each generator returns an in-memory :class:`Measurements` drawn with
 ``numpy.random.default_rng(seed)``; :func:`xbar.calibration.writer.write_measurements`
 turns it into a schema-valid file. ``calibration/make_examples.py`` calls these with
 fixed seeds to produce ``calibration/examples/*.h5``.
+
+Reproducible to the bit: no BLAS call (whose summation order depends on the library,
+the CPU and the thread count), correlated fields by an elementwise AR(1) recursion,
+and every measured value rounded to a fixed decimal grid (:data:`DECIMALS`), so a
+last-bit difference in a vectorised ``exp`` / ``power`` between CPUs does not reach
+the files. Draws come from ``numpy.random.default_rng(seed)`` (stable for a given
+numpy version).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -22,6 +30,12 @@ from xbar.calibration.schema import (
 )
 
 CREATED = "2026-01-01T00:00:00+00:00"  # fixed so that the example files are reproducible
+DECIMALS = {"uS": 9, "level": 12, "ohm": 6, "s": 9}  # grid of the stored values, by unit
+
+
+def _fixed(x: np.ndarray, units: str) -> np.ndarray:
+    """``x`` rounded to the decimal grid of ``units`` (elementwise, platform independent)."""
+    return np.round(np.asarray(x, dtype=np.float64), DECIMALS[units])
 
 # The parameters of the shipped examples (level units unless the name says otherwise).
 FEFET1 = {
@@ -102,7 +116,7 @@ def programming_measurements(
     units = "level" if nominal is None else "uS"
     prog = Programming(
         target_level=target,
-        conductance=to_units(value),
+        conductance=_fixed(to_units(value), units),
         units=units,
         levels=L,
         level_conductance_uS=nominal,
@@ -116,7 +130,7 @@ def programming_measurements(
         reads = Reads(
             device_id=np.arange(rt.size, dtype=np.int64) + target.size,
             target_level=rt,
-            conductance=to_units(r),
+            conductance=_fixed(to_units(r), units),
             units=units,
             levels=L,
             level_conductance_uS=nominal,
@@ -147,13 +161,22 @@ def kronecker_maps(
     length_cols: float,
     nugget_sigma: float = 0.0,
 ) -> np.ndarray:
-    """Maps ``sigma A Z B^T + tau E`` with ``A A^T = K_rows``, ``B B^T = K_cols`` (exponential kernels)."""
-    from xbar.calibration.spatial import exp_kernel
+    """Maps ``sigma A Z B^T + tau E`` with ``A A^T = K_rows``, ``B B^T = K_cols`` (exponential kernels).
 
-    a = np.linalg.cholesky(exp_kernel(rows, length_rows))
-    b = np.linalg.cholesky(exp_kernel(cols, length_cols))
-    z = rng.standard_normal((n_maps, rows, cols))
-    x = sigma * np.einsum("ij,mjk,lk->mil", a, z, b)
+    The Cholesky factor of ``K_ij = rho^|i - j|`` (``rho = exp(-1 / l)``) is the AR(1)
+    recursion ``x_0 = z_0``, ``x_i = rho x_{i-1} + sqrt(1 - rho^2) z_i``; applying it along
+    rows, then columns, gives ``A Z B^T`` exactly, in a fixed order of elementwise
+    operations (no BLAS), so the maps are identical on every machine.
+    """
+    x = rng.standard_normal((n_maps, rows, cols))
+    for axis, length in ((1, length_rows), (2, length_cols)):
+        rho = math.exp(-1.0 / length)
+        c = math.sqrt(1.0 - rho * rho)
+        x = np.moveaxis(x, axis, 0).copy()
+        for i in range(1, x.shape[0]):
+            x[i] = rho * x[i - 1] + c * x[i]
+        x = np.moveaxis(x, 0, axis)
+    x = sigma * x
     if nugget_sigma:
         x = x + nugget_sigma * rng.standard_normal(x.shape)
     return x
@@ -179,10 +202,10 @@ def correlated_measurements(
     rng = np.random.default_rng(seed)
     nominal = np.asarray(level_conductance_uS, dtype=np.float64)
     L = nominal.size
-    maps = kronecker_maps(rng, n_maps, rows, cols, sigma, length_rows, length_cols, nugget_sigma)
+    maps = _fixed(kronecker_maps(rng, n_maps, rows, cols, sigma, length_rows, length_cols, nugget_sigma), "level")
     target = rng.integers(0, L, size=maps.shape)
     step = (nominal[-1] - nominal[0]) / (L - 1)
-    g = nominal[0] + (target + maps) * step
+    g = _fixed(nominal[0] + (target + maps) * step, "uS")
     arr, row, col = (a.ravel().astype(np.int64) for a in np.indices(maps.shape))
     prog = Programming(
         target_level=target.ravel().astype(np.int64),
@@ -227,14 +250,14 @@ def drift_measurements(
     ns = np.asarray(nu_std_levels, dtype=np.float64)
     nominal = np.asarray(level_conductance_uS, dtype=np.float64)
     L = nm.size
-    t = np.geomspace(t0_s, 1e6, 12) if time_s is None else np.asarray(time_s, dtype=np.float64)
+    t = _fixed(np.geomspace(t0_s, 1e6, 12) if time_s is None else time_s, "s")
     target = np.repeat(np.arange(L), devices_per_level)
     nu = np.maximum(0.0, nm[target] + ns[target] * rng.standard_normal(target.size))
     g = nominal[target][:, None] * (t[None, :] / t0_s) ** (-nu[:, None])
     g = g * np.exp(read_rel_sigma * rng.standard_normal(g.shape))
     drift = Drift(
         time_s=t,
-        conductance=g,
+        conductance=_fixed(g, "uS"),
         target_level=target,
         t0_s=t0_s,
         units="uS",
@@ -261,8 +284,8 @@ def switching_measurements(
 ) -> Measurements:
     """Lognormal cycle-to-cycle LRS and HRS resistances (Emonds Sec. 3, Fig. 1)."""
     rng = np.random.default_rng(seed)
-    lrs = lrs_median_ohm * np.exp(lrs_sigma_ln * rng.standard_normal(n_lrs))
-    hrs = hrs_median_ohm * np.exp(hrs_sigma_ln * rng.standard_normal(n_hrs))
+    lrs = _fixed(lrs_median_ohm * np.exp(lrs_sigma_ln * rng.standard_normal(n_lrs)), "ohm")
+    hrs = _fixed(hrs_median_ohm * np.exp(hrs_sigma_ln * rng.standard_normal(n_hrs)), "ohm")
     return Measurements(device=device, created=CREATED, levels=2, switching=Switching(lrs, hrs))
 
 

@@ -11,6 +11,13 @@ read back; devices whose read-back error exceeds the tolerance are programmed ag
 (a fresh draw of the programming noise) and read again, until every device has
 passed once or has used ``max_pulses`` pulses. The verify reads see read noise, like
 on a chip, so a device that passed may sit slightly outside the tolerance.
+
+A conductance cannot be negative: when the chip publishes ``level_conductance_uS``,
+programmed states and reads are clipped at 0 uS (the level ``-G_0 / step``), so a level
+at 0 uS reads exactly 0 for about half its devices, as a real sense amplifier would
+report. The calibration fitters treat those values as censored. Without a conductance
+scale the chip has no physical zero and nothing is clipped (besides the device
+model's own clipping of analog conductances).
 """
 
 from __future__ import annotations
@@ -119,6 +126,7 @@ class EmulatedBackend:
             raise InputError(f"EmulatedBackend: n_tiles = {n_tiles}: expected >= 1")
         self.levels = cfg.levels
         self.level_conductance_uS = _nominal(level_conductance_uS, self.levels)
+        self.zero_level = _zero_level(self.level_conductance_uS)
         self.tolerance = tolerance
         self.max_pulses = int(max_pulses)
         self.seed = int(seed)
@@ -211,11 +219,16 @@ class EmulatedBackend:
         if m.correlation is not None and m.correlation.sigma > 0:
             r, c = target.shape
             field = m.correlation.sample(r, c, 1, self.rows, self.cols, self.generator, self.device, self.dtype)[0]
-        return m.program_levels(target, self.generator, field)
+        programmed, nu = m.program_levels(target, self.generator, field)
+        return self._clip(programmed), nu
+
+    def _clip(self, levels: torch.Tensor) -> torch.Tensor:
+        """Clip at 0 uS (no negative conductances) when the chip has a conductance scale."""
+        return levels if self.zero_level is None else levels.clamp_(min=self.zero_level)
 
     def _sense(self, target: torch.Tensor, programmed: torch.Tensor, nu: torch.Tensor | None, t: float) -> torch.Tensor:
         """One read ``t`` seconds after programming: drift, then fresh read noise."""
-        return self.model.read_levels(target, programmed, nu, t, self.generator)[0].clone()
+        return self._clip(self.model.read_levels(target, programmed, nu, t, self.generator)[0].clone())
 
     def _tile(self, tile_id: int) -> _Tile:
         check_tile(self, tile_id, self.name)
@@ -239,6 +252,13 @@ def _nominal(values: Sequence[float] | None, levels: int) -> tuple[float, ...] |
             "finite, non-negative, strictly increasing conductances (one per level)"
         )
     return v
+
+
+def _zero_level(nominal: tuple[float, ...] | None) -> float | None:
+    """0 uS in level units, ``-G_0 / step`` (None without a conductance scale)."""
+    if nominal is None:
+        return None
+    return -nominal[0] * (len(nominal) - 1) / (nominal[-1] - nominal[0])
 
 
 def _label(preset) -> str:

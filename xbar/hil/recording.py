@@ -15,11 +15,17 @@ out and the reason is stored in the root attribute ``hil_omitted`` (and in
 :attr:`RecordingBackend.omitted`). Conductances are in level units, or in
 microsiemens when the wrapped backend publishes ``level_conductance_uS``.
 The file is written atomically (temp + rename) on :meth:`RecordingBackend.close`.
+Without ``force`` it never replaces a file: the path is checked when the recorder is
+created and again at close, and if a file appeared there during the session the
+recording goes beside it (``NAME.1.h5``, ``NAME.2.h5``, ...; :attr:`RecordingBackend.path`
+names it and a ``UserWarning`` says so), so neither that file nor the session is lost.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
+import warnings
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,6 +56,7 @@ class RecordingBackend:
     def __init__(self, inner: CrossbarBackend, path: str | os.PathLike, force: bool = False, device: str | None = None) -> None:
         self.inner = inner
         self.path = check_writable(path, force)
+        self.force = bool(force)
         self.device = device or inner.name
         self.rows, self.cols = inner.rows, inner.cols
         self.levels = inner.levels
@@ -109,10 +116,23 @@ class RecordingBackend:
 
     # -------------------------------------------------------------- lifecycle
     def close(self) -> Path:
-        """Write the recording atomically; later calls do nothing. Returns the path."""
+        """Write the recording atomically; later calls do nothing. Returns the path written.
+
+        Without ``force`` an existing file is never replaced (see the module docstring).
+        """
         if not self.closed:
             self.closed = True
-            atomic_write(self.path, self._write, force=True)
+            if self.force:
+                atomic_write(self.path, self._write, force=True)
+            else:
+                wanted = self.path
+                self.path = _write_new(self.path, self._write)
+                if self.path != wanted:
+                    warnings.warn(
+                        f"{wanted}: a file appeared there during the recording session; "
+                        f"the recording was written to {self.path} instead",
+                        stacklevel=2,
+                    )
         return self.path
 
     def __enter__(self) -> RecordingBackend:
@@ -149,6 +169,38 @@ class RecordingBackend:
                     d = g.create_dataset(dname, data=arr, track_times=False, **kw)
                     d.attrs.update(dattrs)
             write_log(fh, self.log)
+
+
+MAX_BESIDE = 1000  # NAME.1.h5 ... NAME.999.h5
+
+
+def _write_new(path: Path, write) -> Path:
+    """Write ``path`` (or the first free ``NAME.k.SUFFIX`` beside it) without replacing any file.
+
+    The file is written to a temporary name and hard-linked into place, which fails
+    instead of replacing a file that exists (also one created a moment ago).
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, 0o644)
+        for k in range(MAX_BESIDE):
+            target = path if k == 0 else path.with_name(f"{path.stem}.{k}{path.suffix}")
+            try:
+                os.link(tmp, target)
+                return target
+            except FileExistsError:
+                continue
+            except OSError:  # no hard links on this file system: check, then rename
+                if target.exists():
+                    continue
+                os.replace(tmp, target)
+                return target
+        raise InputError(f"{path}: it and {MAX_BESIDE - 1} files beside it exist; expected a free file name")
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 # ---------------------------------------------------------------------------
@@ -188,10 +240,22 @@ def _levels_ok(log: SessionLog, targets: np.ndarray) -> bool:
     return bool(np.all((targets == np.round(targets)) & (targets >= 0) & (targets <= log.levels - 1)))
 
 
+ZERO_SNAP = 1e-6  # level steps: reads closer than this to 0 uS (or below it) are stored as 0 uS
+
+
 def _conductance(values: np.ndarray, level_conductance_uS) -> tuple[np.ndarray, str]:
+    """Level units -> uS, with reads at or below 0 uS stored as exactly 0.
+
+    A conductance is >= 0; a backend clips at 0 uS in its own float precision, which the
+    conversion through ``G_0`` and the step turns into +-1e-7 uS, so anything within
+    ``ZERO_SNAP`` level steps of 0 becomes 0 (what the calibration treats as clipped).
+    """
     if level_conductance_uS is None:
         return values.astype(np.float64), "level"
-    return levels_to_uS(torch.from_numpy(values), level_conductance_uS).numpy(), "uS"
+    g = levels_to_uS(torch.from_numpy(values), level_conductance_uS).numpy()
+    step = (level_conductance_uS[-1] - level_conductance_uS[0]) / (len(level_conductance_uS) - 1)
+    g[g < ZERO_SNAP * step] = 0.0
+    return g, "uS"
 
 
 def _group_attrs(log: SessionLog, level_conductance_uS) -> dict:
