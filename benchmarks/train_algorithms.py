@@ -9,9 +9,14 @@ Prints one JSON object:
   and WVAT <= 2.3x, DAT-Full over whole layers <= 1.5x DAT-Fast (both on the
   correlated ``reram-correlated-a`` preset, every layer perturbed).
 * ``robustness``: LeNet on the bundled 8x8 digits trained by every algorithm against
-  ``fefet2`` at sigma_d = 0.5 (plain training: ~98% clean, ~70% mean and ~40%
-  1st-percentile accuracy once programmed), then the 1st-percentile accuracy (KPP,
-  TRICE Alg. 2) over Monte Carlo instances of the test set; one seed.
+  ``fefet2`` at sigma_d = 0.5 for 20 epochs at lr 0.02 (batch 32, cosine), then the
+  1st-percentile accuracy (KPP, TRICE Alg. 2) over Monte Carlo instances of the test
+  set; one seed. ``noise`` injects the preset's right-censored family (TRICE Eq. 10),
+  ``noise-gaussian`` TRICE Alg. 1's Gaussian. Measured (1,000 instances, KPP with clean
+  accuracy in brackets): sgd 0.27 (0.98), noise 0.52 (0.87), noise-gaussian 0.50 (0.86),
+  trice 0.50 (0.86), dat-fast 0.33 (0.97), dat-full 0.35 (0.97), wvat 0.43 (0.92), sam
+  0.32 (0.97), swa 0.31 (0.97); ~2 minutes on one thread. (At lr 0.05 noise injection
+  at the full device sigma does not train on this network: clean ~0.55.)
 * ``robustness_dat``: DAT's own set-up, correlated ReRAM noise on the last FC layer at
   the paper's learning rate 0.015: SGD, DAT-Fast, DAT-Full.
 
@@ -135,33 +140,46 @@ def step_times(device: str, steps: int, rounds: int) -> dict:
     return out
 
 
+#: The robustness study's runs: (label, algo, hyper-parameters). ``noise`` injects the
+#: preset's family (fefet2: right-censored, TRICE Eq. 10); ``noise-gaussian`` is TRICE
+#: Alg. 1's Gaussian injection.
+ROBUSTNESS_RUNS = (
+    ("sgd", "sgd", {}),
+    ("noise", "noise", {}),
+    ("noise-gaussian", "noise", {"family": "gaussian"}),
+    ("trice", "trice", {"n_train": 20, "kpp_images": 300, "warm": 5}),
+    ("dat-fast", "dat-fast", {}),
+    ("dat-full", "dat-full", {}),
+    ("wvat", "wvat", {"sigma_v": 0.05}),
+    ("sam", "sam", {}),
+    ("swa", "swa", {}),
+)
+ROBUSTNESS_LR = 0.02
+
+
 def robustness(sigma_d: float, epochs: int, mc: int, device: str) -> dict:
-    """Every algorithm against FeFET2 noise on every layer (lr 0.05, batch 32)."""
+    """Every algorithm against FeFET2 noise on every layer (lr 0.02, batch 32, cosine)."""
     from xbar.evaluation import monte_carlo
 
     preset = presets.load("fefet2", sigma_d=sigma_d)
     split = data.load("digits", seed=0)
-    hyper = {
-        "trice": {"n_train": 30, "kpp_images": 300, "warm": 3},
-        "wvat": {"sigma_v": 0.05},
-    }
     out = {}
-    for algo in ("sgd", "noise", "trice", "dat-fast", "dat-full", "wvat", "sam", "swa"):
+    for label, algo, hyper in ROBUSTNESS_RUNS:
         t0 = time.perf_counter()
-        model, hist = train("lenet", "digits", preset, algo, epochs=epochs, seed=0, lr=0.05, batch_size=32,
-                            schedule="cosine", progress=False, device=device, **hyper.get(algo, {}))
+        model, hist = train("lenet", "digits", preset, algo, epochs=epochs, seed=0, lr=ROBUSTNESS_LR, batch_size=32,
+                            schedule="cosine", progress=False, device=device, **hyper)
         secs = time.perf_counter() - t0
         res = monte_carlo(model, split.test, preset, n=mc, seed=1, percentile=1.0, metrics=("accuracy",),
                           progress=False, device=device)
-        out[algo] = {
+        out[label] = {
             "clean_acc": round(hist[-1]["test_acc"], 4),
             "mc_mean_acc": round(res.mean, 4),
             "kpp1": round(res.kpp(1.0), 4),
             "train_s": round(secs, 1),
-            **({"hyper": hyper[algo]} if algo in hyper else {}),
+            **({"hyper": hyper} if hyper else {}),
         }
     return {"model": "lenet", "data": "digits", "preset": "fefet2", "sigma_d": sigma_d, "noisy_layers": "all",
-            "epochs": epochs, "lr": 0.05, "mc_instances": mc, "results": out}
+            "epochs": epochs, "lr": ROBUSTNESS_LR, "batch_size": 32, "mc_instances": mc, "results": out}
 
 
 def robustness_dat(epochs: int, mc: int, device: str) -> dict:
@@ -202,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     steps, rounds = (5, 3) if args.quick else (10, 7)
-    epochs, mc = (15, 200) if args.quick else (30, 1000)
+    epochs, mc = (10, 200) if args.quick else (20, 1000)
     data.load("digits")  # imports and caches outside the timed parts
     data.load("mnist5k")
     t0 = time.perf_counter()

@@ -2,8 +2,9 @@
 """TRICE (Yan et al., Algorithm 3) against plain and noise-injection training, on one CPU in a few minutes.
 
 LeNet on the bundled 8x8 digits, 4-bit weights and activations, FeFET2 devices
-(TRICE Eq. 15, 17) at sigma_d = 0.5, where plain training keeps ~98% clean accuracy
-but loses much of it once the weights are programmed:
+(TRICE Eq. 15, 17) at sigma_d = 0.5, 20 epochs at lr 0.02 (batch 32), where plain
+training keeps ~97% clean accuracy but its 1st percentile collapses to ~0.2-0.3 once
+the weights are programmed (noise injection and TRICE: ~0.5-0.6):
 
 1. ``sgd``: plain (quantization-aware) training;
 2. ``noise``: right-censored noise injection at the device's own sigma (Algorithm 1);
@@ -33,7 +34,7 @@ from xbar.training import train
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    ap.add_argument("--epochs", type=int, default=25)
+    ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--sigma-d", type=float, default=0.5)
     ap.add_argument("--mc", type=int, default=500, help="Monte Carlo instances of the final evaluation")
     ap.add_argument("--out", help="directory for the run directories (default: a temporary one)")
@@ -43,12 +44,12 @@ def main() -> None:
     root = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="xbar-trice-"))
     preset = presets.load("fefet2", sigma_d=args.sigma_d)
     split = data.load("digits", seed=args.seed)
-    common = dict(epochs=args.epochs, seed=args.seed, lr=0.05, batch_size=32, progress=False, force=True)
+    common = dict(epochs=args.epochs, seed=args.seed, lr=0.02, batch_size=32, progress=False, force=True)
     runs = {
         "sgd": {},
         "noise": {},
-        # the paper ranks with 300 instances on the whole training set; 30 on 300 images keep it quick
-        "trice": {"n_train": 30, "kpp_images": 300, "warm": 3},
+        # the paper ranks with 300 instances on the whole training set; 20 on 300 images keep it quick
+        "trice": {"n_train": 20, "kpp_images": 300, "warm": 5},
     }
     rows = []
     for algo, hyper in runs.items():

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """WVAT (weight variation-aware training) against SGD and SWA, on one CPU in about a minute.
 
-LeNet on the bundled 8x8 digits against FeFET2 devices at sigma_d = 0.5.
+LeNet on the bundled 8x8 digits against FeFET2 devices at sigma_d = 0.5, 20 epochs at
+lr 0.02 (batch 32): plain training's 1st percentile collapses to ~0.2-0.3, WVAT's ~0.45.
 
 1. How large the device noise is in WVAT's terms: per layer, the device's weight std
    relative to the layer range A = [mu - 3 std, mu + 3 std] (sigma_v in the paper).
@@ -28,7 +29,7 @@ from xbar.training import layer_range, noisy_parameters, train
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    ap.add_argument("--epochs", type=int, default=25)
+    ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--sigma-v", type=float, default=0.05, help="HSV sigma relative to the layer range A")
     ap.add_argument("--mc", type=int, default=500)
     ap.add_argument("--out", help="directory for the run directories (default: a temporary one)")
@@ -38,7 +39,7 @@ def main() -> None:
     root = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="xbar-wvat-"))
     preset = presets.load("fefet2", sigma_d=0.5)
     split = data.load("digits", seed=args.seed)
-    common = dict(epochs=args.epochs, seed=args.seed, lr=0.05, batch_size=32, progress=False, force=True)
+    common = dict(epochs=args.epochs, seed=args.seed, lr=0.02, batch_size=32, progress=False, force=True)
     rows = []
     for algo, hyper in (("sgd", {}), ("swa", {}), ("wvat", {"sigma_v": args.sigma_v})):
         t0 = time.perf_counter()

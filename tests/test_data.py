@@ -131,3 +131,31 @@ def test_local_mnist_read_through_torchvision(tmp_path: Path) -> None:
 def test_unknown_dataset_lists_names() -> None:
     with pytest.raises(InputError, match=r"dataset 'foo': expected one of mnist5k, digits"):
         data.load("foo")
+
+
+class _Jitter(torch.utils.data.Dataset):
+    """Random augmentation drawn from all three global generators (torch, random, numpy)."""
+
+    def __len__(self) -> int:
+        return 6
+
+    def __getitem__(self, i: int):
+        import random
+
+        return torch.tensor([float(i), torch.rand(()).item(), random.random(), np.random.rand()]), i
+
+
+def test_seeded_samples_depend_only_on_the_seed_and_leave_the_global_state_alone() -> None:
+    from xbar.data.seeded import SeededSamples
+
+    ds = SeededSamples(_Jitter())
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    x, y = ds[[(2, 11), (3, 11), (2, 12)]]
+    assert torch.equal(torch.get_rng_state(), before)  # reading moved no global generator
+    assert y.tolist() == [2, 3, 2] and x.shape == (3, 4)
+    assert torch.equal(x[0, 1:], x[1, 1:])  # the seed alone keys the draws
+    assert not torch.equal(x[0, 1:], x[2, 1:])
+    torch.rand(5)  # another global state: the same samples
+    again, _ = ds[[(2, 12), (2, 11)]]
+    assert torch.equal(again[0], x[2]) and torch.equal(again[1], x[0])

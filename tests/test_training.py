@@ -450,3 +450,36 @@ def test_lr_schedules():
     assert lr_at(5, 10, 0.1, "cosine") == pytest.approx(0.05)
     assert lr_at(25, 200, 0.015, "step", 10, 0.8) == pytest.approx(0.015 * 0.8**2)
     assert lr_at(7, 10, 0.1, "constant") == 0.1
+
+
+class _Augmenting(torch.utils.data.Dataset):
+    """An in-memory set with random augmentation from the global generator (a flip and jitter)."""
+
+    def __init__(self, n: int = 20) -> None:
+        self.x = torch.arange(n * 4, dtype=torch.float32).reshape(n, 1, 2, 2)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int):
+        x = self.x[i]
+        if torch.rand(()) < 0.5:
+            x = x.flip(-1)
+        return x + 0.01 * torch.randn_like(x), i % 3
+
+
+def test_batches_of_an_augmenting_set_are_a_function_of_seed_and_position():
+    from xbar.training.trainer import Batches, epoch_order
+
+    b = Batches(_Augmenting())
+    order = epoch_order(len(b), 0, 1)
+    torch.manual_seed(1)
+    fresh = torch.get_rng_state()
+    whole = list(b.batches(order, 6, seed=7))
+    assert torch.equal(torch.get_rng_state(), fresh)  # reading data draws nothing from the global generator
+    torch.manual_seed(2)  # another global state: the same batches from position 2 on
+    tail = list(b.batches(order, 6, start=2, seed=7))
+    assert len(whole) == 4 and len(tail) == 2
+    assert all(torch.equal(a[0], c[0]) and torch.equal(a[1], c[1]) for a, c in zip(whole[2:], tail))
+    other = list(b.batches(order, 6, seed=8))
+    assert not torch.equal(other[0][0], whole[0][0])

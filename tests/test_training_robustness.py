@@ -1,16 +1,25 @@
-"""TRICE, DAT and WVAT beat plain SGD in 1st-percentile accuracy under device noise.
+"""Noise injection, TRICE, WVAT and DAT beat plain SGD in 1st-percentile accuracy under device noise.
 
 LeNet on the bundled 8x8 digits, fixed seeds; each algorithm in its paper's set-up:
 
-* TRICE (Sec. IV-E) and WVAT: FeFET2 programming noise on every layer at sigma_d = 0.5,
-  where plain training keeps ~98% clean accuracy but its 1st percentile falls to ~0.3-0.4;
+* noise injection (TRICE Alg. 1, the preset's right-censored family of Eq. 10 at the
+  device sigma), TRICE (Alg. 3, Sec. IV-E) and WVAT: FeFET2 programming noise on every
+  layer at sigma_d = 0.5, 20 epochs at lr 0.02 (batch 32, cosine). Plain training keeps
+  ~97% clean accuracy there, but its 1st percentile collapses to 0.19-0.28. (At lr 0.05
+  noise injection at the full device sigma does not train on this small network - clean
+  accuracy ~0.55 - so the comparison was one of a failed run; at lr 0.02 it trains to
+  ~0.86 clean.)
 * DAT (Sec. IV-A/B): correlated ReRAM noise N(0, Sigma) on the last fully connected layer,
-  both trained at the paper's learning rate beta = 0.015.
+  both trained at the paper's learning rate beta = 0.015, 40 epochs.
 
 The margin is the mean paired improvement over seeds (same seed, same data split, same
-Monte Carlo instances); it must exceed 0.03 and twice the standard error of the
-paired differences. Measured here: TRICE +0.09 (se 0.03), WVAT +0.18 (se 0.02),
-DAT +0.16 (se 0.01).
+Monte Carlo instances: 500, 1000 for DAT); it must exceed 0.03 and twice the standard
+error of the paired differences. Measured here over seeds 0, 1, 2 (1st percentiles):
+sgd 0.28 / 0.26 / 0.19; noise 0.53 / 0.56 / 0.54, +0.30 (se 0.03); TRICE 0.50 / 0.61 /
+0.54, +0.31 (se 0.05); WVAT 0.43 / 0.45 / 0.45, +0.20 (se 0.03); DAT (sgd 0.44 / 0.49 /
+0.41) 0.56 / 0.59 / 0.50, +0.11 (se 0.01). The smallest effect relative to the spread
+of its paired differences (WVAT, mean / sd ~3.4) gives a t of ~6 with three seeds, so
+three are enough; the file takes ~3.5 minutes on one thread.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ from xbar.training.trainer import Batches
 pytestmark = pytest.mark.slow
 
 FEFET2 = ("fefet2", {"sigma_d": 0.5})
+FEFET2_RUN = dict(epochs=20, lr=0.02)
 CORR = ("reram-correlated-a", {"correlation.sigma": 1.0, "sigma_d": 0.5})
 SEEDS = (0, 1, 2)
 COMMON = dict(batch_size=32, schedule="cosine", progress=False, checkpoint_every=0)
@@ -68,13 +78,17 @@ def _compare(setup, algo, hyper, epochs, last_only=False, n_mc=500, lr=0.05):
     return mean, se, msg
 
 
-def test_trice_beats_sgd_under_fefet2():
-    mean, se, msg = _compare(FEFET2, "trice", {"n_train": 30, "kpp_images": 300, "warm": 3}, 25)
-    assert mean > 0.03 and mean > 2 * se, msg
-
-
-def test_wvat_beats_sgd_under_fefet2():
-    mean, se, msg = _compare(FEFET2, "wvat", {"sigma_v": 0.05}, 25)
+@pytest.mark.parametrize(
+    "algo, hyper",
+    [
+        ("noise", {}),  # the preset's right-censored family at the device sigma (TRICE Alg. 1, Eq. 10)
+        ("trice", {"n_train": 20, "kpp_images": 300, "warm": 5}),
+        ("wvat", {"sigma_v": 0.05}),
+    ],
+    ids=["noise", "trice", "wvat"],
+)
+def test_beats_sgd_under_fefet2(algo, hyper):
+    mean, se, msg = _compare(FEFET2, algo, hyper, **FEFET2_RUN)
     assert mean > 0.03 and mean > 2 * se, msg
 
 

@@ -49,6 +49,7 @@ def test_resume_after_crash_mid_epoch_gives_the_same_weights(tmp_path, monkeypat
         train("lenet", "digits", "fefet2", algo, out=tmp_path / "b", **kw)
     ck = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
     assert (ck["epoch"], ck["batch"], ck["global_step"]) == (1, 3, 15)
+    assert json.loads((tmp_path / "b" / "manifest.json").read_text())["status"] == "failed"
     monkeypatch.delenv(trainer_mod.KILL_ENV)
     _, hist = train("lenet", "digits", "fefet2", algo, out=tmp_path / "b", resume=True, **kw)
     a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
@@ -59,6 +60,101 @@ def test_resume_after_crash_mid_epoch_gives_the_same_weights(tmp_path, monkeypat
     assert [strip(x) for x in la] == [strip(x) for x in lb] and len(hist) == 2
 
 
+class _Augmented(torch.utils.data.Dataset):
+    """Digits with random augmentation drawn from the global generators (torch and random), like
+    torchvision's RandomCrop/RandomHorizontalFlip: a stand-in for CIFAR, which is not available offline."""
+
+    def __init__(self, base: torch.utils.data.TensorDataset, n: int) -> None:
+        self.x, self.y = (t[:n] for t in base.tensors)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int):
+        import random
+
+        x = self.x[i]
+        if torch.rand(()) < 0.5:
+            x = x.flip(-1)
+        shift = random.randint(-1, 1)
+        return torch.roll(x, shift, dims=-2) + 0.05 * torch.randn_like(x), self.y[i]
+
+
+@pytest.fixture
+def augmented_digits(monkeypatch):
+    """Registers data set ``digits-aug``: 320 augmented training images, the digits test set."""
+    from dataclasses import replace
+
+    from xbar import data
+    from xbar.data import registry
+
+    def load(root, seed):
+        split = data.load("digits", seed=seed)
+        return replace(split, name="digits-aug", train=_Augmented(split.train, 320))
+
+    monkeypatch.setitem(registry._LOADERS, "digits-aug", load)
+    return "digits-aug"
+
+
+@pytest.mark.parametrize("convert", [False, True], ids=["plain", "converted"])
+def test_resume_mid_epoch_is_exact_with_random_augmentation(tmp_path, monkeypatch, augmented_digits, convert):
+    """Augmentation draws are keyed by (seed, epoch, position) and the global random state
+    (which a converted model's tiles inject from) is checkpointed: resuming replays them."""
+    kw = dict(epochs=2, seed=2, checkpoint_every=3, lr=0.05, batch_size=64, progress=False, convert=convert)
+    train("lenet", augmented_digits, "fefet2", "noise", out=tmp_path / "a", **kw)
+    _crash(monkeypatch, 8)  # 5 steps per epoch: dies in epoch 2, last checkpoint at step 6
+    with pytest.raises(Crash):
+        train("lenet", augmented_digits, "fefet2", "noise", out=tmp_path / "b", **kw)
+    ck = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
+    assert (ck["epoch"], ck["batch"], ck["global_step"]) == (1, 1, 6)
+    monkeypatch.delenv(trainer_mod.KILL_ENV)
+    torch.manual_seed(123)  # whatever the global state before the resume
+    train("lenet", augmented_digits, "fefet2", "noise", out=tmp_path / "b", resume=True, **kw)
+    a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_failed_start_leaves_nothing_and_a_late_failure_keeps_the_checkpoint(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    kw = dict(epochs=2, seed=0, checkpoint_every=0, **FAST)
+    _crash(monkeypatch, 3)  # before the first checkpoint (the end of epoch 1)
+    with pytest.raises(Crash):
+        train("lenet", "digits", "fefet2", "sgd", out=out, **kw)
+    assert not out.exists()
+    _crash(monkeypatch, 14)  # in epoch 2: the epoch-1 checkpoint stays, the manifest says so
+    with pytest.raises(Crash):
+        train("lenet", "digits", "fefet2", "sgd", out=out, **kw)  # no force needed: nothing was left
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["status"] == "failed" and "Crash" in man["error"] and (out / "checkpoint.pt").exists()
+    with pytest.raises(InputError, match="--force"):
+        train("lenet", "digits", "fefet2", "sgd", out=out, **kw)
+    monkeypatch.delenv(trainer_mod.KILL_ENV)
+    train("lenet", "digits", "fefet2", "sgd", out=out, resume=True, **kw)
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["status"] == "done" and "error" not in man and "pid" not in man
+
+
+def test_diverged_training_is_one_input_error(tmp_path):
+    from xbar.training.trainer import TrainingDiverged
+
+    with pytest.raises(TrainingDiverged, match=r"training diverged at epoch 1 step \d+ \(loss .*\); lower --lr") as info:
+        train("lenet", "digits", "fefet2", "noise", epochs=1, out=tmp_path / "run", **{**FAST, "lr": 1e6})
+    assert isinstance(info.value, InputError) and "\n" not in str(info.value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_weight_bits_default_to_trices_per_network_values():
+    from xbar import presets
+    from xbar.training.run import _with_weight_bits
+
+    fefet2, pcm = presets.load("fefet2"), presets.load("pcm")
+    assert [_with_weight_bits(fefet2, m, None)[1] for m in ("lenet", "vgg8", "resnet18", "mlp")] == [4, 6, 6, 4]
+    six, bits = _with_weight_bits(fefet2, "vgg8", None)
+    assert six.mapping.weight_bits == 6 and six.mapping.bits_per_device == 2 and six.name == "fefet2"
+    assert _with_weight_bits(pcm, "vgg8", None)[1] == 0  # an analog preset stays analog
+    assert _with_weight_bits(fefet2, "vgg8", 4)[0].mapping.weight_bits == 4
+
+
 def test_run_directory_contents(tmp_path):
     out = tmp_path / "run"
     model, hist = train("lenet", "digits", "rram-uniform", "sgd", epochs=2, seed=0, out=out, eval_mc=5, **FAST)
@@ -67,6 +163,7 @@ def test_run_directory_contents(tmp_path):
         assert key in man
     assert (man["model"], man["data"], man["preset"], man["algo"], man["image_size"]) == ("lenet", "digits", "rram-uniform", "sgd", 8)
     assert man["status"] == "done" and man["hyper"]["lr"] == 0.05 and man["act_bits"] == 4
+    assert man["weight_bits"] == man["hyper"]["weight_bits"] == man["preset_spec"]["mapping"]["weight_bits"] == 4
     assert {"test_acc", "test_kpp"} <= set(man["metrics"])
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in lines] == [1, 2] and "test_kpp" in lines[0]

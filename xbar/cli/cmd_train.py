@@ -68,6 +68,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-root", help="directory holding MNIST/CIFAR files")
     p.add_argument("--device", help="torch device (default cpu)")
     p.add_argument("--act-bits", type=_nonneg_int, help="activation bits (default: TRICE's per model, 0 = none)")
+    p.add_argument("--weight-bits", type=_nonneg_int, metavar="H",
+                   help="stored weight bits, overriding the preset's (default: TRICE's per model - lenet 4, "
+                   "vgg8/resnet18 6 - else the preset's; 0 = analog); recorded in the run's preset_spec")
     p.add_argument("--checkpoint-every", type=_nonneg_int, help="checkpoint every K steps inside an epoch (default 50)")
     p.add_argument("--eval-mc", type=_nonneg_int, help="Monte Carlo instances for the test KPP per epoch (default 0)")
     p.add_argument("--convert", action=argparse.BooleanOptionalAction, default=None,
@@ -97,6 +100,7 @@ def _hyper(args: argparse.Namespace) -> dict:
         "data_root": args.data_root,
         "device": args.device,
         "act_bits": args.act_bits,
+        "weight_bits": args.weight_bits,
         "checkpoint_every": args.checkpoint_every,
         "eval_mc": args.eval_mc,
         "convert": args.convert,

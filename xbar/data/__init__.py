@@ -1,17 +1,20 @@
 """Workload datasets: bundled offline sets (``mnist5k``, ``digits``) and local MNIST/CIFAR.
 
 ``load(name, root, seed)`` returns a ``DatasetSplit``; ``loaders`` wraps it in
-seeded ``DataLoader``s.
+seeded ``DataLoader``s; ``SeededSamples`` reads samples with per-sample seeded
+augmentation (what the trainer uses for data sets that are not tensors).
 """
 
 from xbar.data.bundled import digits, mnist5k, stratified_split
 from xbar.data.loaders import loaders
 from xbar.data.registry import load, names
+from xbar.data.seeded import SeededSamples, preserved_global_rngs, seed_global_rngs
 from xbar.data.split import DatasetSplit
 from xbar.data.torchvision_sets import cifar10, cifar100, mnist
 
 __all__ = [
     "DatasetSplit",
+    "SeededSamples",
     "cifar10",
     "cifar100",
     "digits",
@@ -20,5 +23,7 @@ __all__ = [
     "mnist",
     "mnist5k",
     "names",
+    "preserved_global_rngs",
+    "seed_global_rngs",
     "stratified_split",
 ]

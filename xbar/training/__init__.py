@@ -24,11 +24,24 @@ from xbar.training.params import (
     noisy_parameters,
     other_parameters,
 )
-from xbar.training.quant import default_activation_bits, quantize_activation, quantize_activations
+from xbar.training.quant import (
+    default_activation_bits,
+    default_weight_bits,
+    quantize_activation,
+    quantize_activations,
+)
 from xbar.training.run import ALGOS, PAPER_DEFAULTS, digital_copy, hyper_spec, resolve, train
 from xbar.training.sam import SAM, sam_perturbation
 from xbar.training.swa import SWA
-from xbar.training.trainer import Batches, StepRunner, Trainer, TriceRunner, epoch_order, lr_at
+from xbar.training.trainer import (
+    Batches,
+    StepRunner,
+    Trainer,
+    TrainingDiverged,
+    TriceRunner,
+    epoch_order,
+    lr_at,
+)
 from xbar.training.trice import TRICE, quartiles, search_update
 from xbar.training.wvat import WVAT, hsv_sigma, layer_range
 
@@ -46,9 +59,11 @@ __all__ = [
     "NoisyParam",
     "StepRunner",
     "Trainer",
+    "TrainingDiverged",
     "TriceRunner",
     "WrappedOptimizer",
     "default_activation_bits",
+    "default_weight_bits",
     "digital_copy",
     "epoch_order",
     "forward_weights",

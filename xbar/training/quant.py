@@ -1,7 +1,10 @@
-"""Quantization in the training forward, as in TRICE's set-ups (Sec. IV-C, IV-D).
+"""Quantization in the training forward, as in TRICE's set-ups (Sec. IV-B to IV-D).
 
 Weights: H-bit through the preset's ``[mapping].weight_bits`` (``DeviceModel.target``,
-with a straight-through gradient, see ``xbar.training.params.forward_weights``).
+TRICE Eq. 11, with a straight-through gradient, see
+``xbar.training.params.forward_weights``); ``xbar train`` sets H to TRICE's value per
+network (4 bits for LeNet, 6 for VGG-8 and ResNet-18, :func:`default_weight_bits`)
+unless told otherwise.
 Activations: the outputs of every ``nn.ReLU`` quantized to ``bits`` bits by a
 forward hook (4 bits for LeNet, 6 for VGG-8 and ResNet-18 in TRICE):
 
@@ -20,6 +23,8 @@ from torch.utils.hooks import RemovableHandle
 
 #: TRICE's activation bits per network (Sec. IV-C: LeNet 4 bits; IV-D: VGG-8, ResNet-18 6 bits).
 TRICE_ACTIVATION_BITS = {"lenet": 4, "vgg8": 6, "resnet18": 6}
+#: TRICE's weight bits H per network (Sec. IV-B: 4-bit LeNet, 6-bit VGG-8 and ResNet-18).
+TRICE_WEIGHT_BITS = {"lenet": 4, "vgg8": 6, "resnet18": 6}
 
 
 def quantize_activation(x: torch.Tensor, bits: int) -> torch.Tensor:
@@ -57,3 +62,14 @@ def quantize_activations(model: nn.Module, bits: int | None) -> list[RemovableHa
 def default_activation_bits(model_name: str) -> int:
     """TRICE's activation bits for its networks, 0 (none) for the others."""
     return TRICE_ACTIVATION_BITS.get(model_name, 0)
+
+
+def default_weight_bits(model_name: str, preset_bits: int) -> int:
+    """TRICE's weight bits H for its networks, else ``preset_bits`` (the preset's own).
+
+    An analog preset (``preset_bits`` 0, no quantization) stays analog: TRICE's H
+    describes multi-level storage, not a property of the network.
+    """
+    if preset_bits == 0:
+        return 0
+    return TRICE_WEIGHT_BITS.get(model_name, preset_bits)

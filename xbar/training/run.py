@@ -6,6 +6,13 @@ every hyper-parameter, metrics), ``metrics.jsonl`` (one JSON line per epoch),
 ``checkpoint_every`` steps) and, at the end, ``model.pt``: the state dict of the
 digital network of ``xbar.models.build`` (weights exported from the tiles for a
 converted model), loadable with ``torch.load(..., weights_only=True)``.
+
+Every input is checked (hyper-parameter ranges, device, preset, data set, model)
+before the directory is written. A run that stops before its first checkpoint
+removes what it wrote; one that stops later keeps its checkpoint and marks the
+manifest ``failed``. A directory left by a run killed before its first checkpoint
+(manifest ``running``, its process gone, no checkpoint) is started over without
+``force``.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +43,7 @@ from xbar.training.params import (
     noisy_parameters,
     other_parameters,
 )
-from xbar.training.quant import default_activation_bits, quantize_activations
+from xbar.training.quant import default_activation_bits, default_weight_bits, quantize_activations
 from xbar.training.sam import SAM
 from xbar.training.swa import SWA
 from xbar.training.trainer import Batches, StepRunner, Trainer, TriceRunner, lr_at
@@ -78,7 +86,9 @@ COMMON: dict[str, Hyper] = {
     "step_size": Hyper(int, 10, "epochs between decays of the step schedule"),
     "step_gamma": Hyper(float, 0.8, "decay factor of the step schedule (DAT: 0.8 every 10 epochs)"),
     "act_bits": Hyper(int, None, "activation bits (default: TRICE's 4 for lenet, 6 for vgg8/resnet18, else none)"),
-    "quantize_weights": Hyper(bool, True, "train with the preset's H-bit weights in the forward (straight-through)"),
+    "weight_bits": Hyper(int, None, "stored weight bits H, the preset's weight_bits overridden (default: TRICE's 4 "
+                         "for lenet, 6 for vgg8/resnet18, else the preset's; 0: analog)"),
+    "quantize_weights": Hyper(bool, True, "train with the H-bit stored weights in the forward (straight-through)"),
     "convert": Hyper(bool, False, "train the aihwkit model from xbar.convert instead of the plain one"),
     "device": Hyper(str, "cpu", "torch device"),
     "checkpoint_every": Hyper(int, 50, "also checkpoint every this many steps inside an epoch (0: epoch ends only)"),
@@ -186,27 +196,46 @@ def resolve(algo: str, epochs: int | None, hyper: dict[str, Any]) -> tuple[int, 
     return epochs, out
 
 
+#: Lowest threshold th (in sigmas) of an injection family: below it P(g < th) < 1e-6, so a
+#: censored family replaces nearly every draw by th (a constant shift, not noise) and a
+#: truncated one has no mass left (``xbar.devices.NoiseFamily`` refuses it).
+MIN_THRESHOLD = -4.7
+
+
 def _validate(algo: str, epochs: int, h: dict[str, Any]) -> None:
+    """Range checks of every hyper-parameter; the first bad one raises a one-line InputError."""
+
     def need(ok: bool, key: str, what: str) -> None:
         if not ok:
             raise InputError(f"{key} = {h[key]!r}: expected {what}")
 
+    spec = hyper_spec(algo)
+    for key, value in h.items():
+        if spec[key].type is float and value is not None:
+            need(math.isfinite(value), key, "a finite number")
     need(h["lr"] > 0, "lr", "> 0")
-    need(h["momentum"] >= 0, "momentum", ">= 0")
+    need(0 <= h["momentum"] < 1, "momentum", "in [0, 1)")
     need(h["weight_decay"] >= 0, "weight_decay", ">= 0")
     need(h["batch_size"] >= 1, "batch_size", ">= 1")
     need(h["schedule"] in ("cosine", "step", "constant"), "schedule", "cosine, step or constant")
+    need(h["step_size"] >= 1, "step_size", ">= 1")
+    need(h["step_gamma"] > 0, "step_gamma", "> 0")
     need(h["checkpoint_every"] >= 0, "checkpoint_every", ">= 0")
     need(h["eval_mc"] >= 0, "eval_mc", ">= 0")
     need(0 <= h["eval_q"] <= 1, "eval_q", "a probability in [0, 1]")
     need(h["act_bits"] is None or 0 <= h["act_bits"] <= 16, "act_bits", "0 to 16")
+    need(h["weight_bits"] is None or 0 <= h["weight_bits"] <= 16, "weight_bits", "0 (analog) to 16")
+    _check_device(h["device"])
     if algo == "trice":
         need(h["start"] >= 0, "start", ">= 0")
         need(h["end"] >= h["start"], "end", f">= start ({h['start']})")
+        need(h["th"] >= MIN_THRESHOLD, "th", f">= {MIN_THRESHOLD} (sigmas)")
+        _check_family("right-censored", h["th"], "th")
         need(h["warm"] >= 0, "warm", ">= 0")
         need(h["n_train"] >= 1, "n_train", ">= 1")
         need(0 <= h["q"] <= 1, "q", "a probability in [0, 1]")
         need(h["tol"] >= 0, "tol", ">= 0")
+        need(h["kpp_images"] >= 0, "kpp_images", ">= 0 (0: all)")
     if algo in ("dat-fast", "dat-full"):
         need(h["alpha"] >= 0, "alpha", ">= 0")
         need(h["p"] >= 1, "p", ">= 1")
@@ -216,14 +245,45 @@ def _validate(algo: str, epochs: int, h: dict[str, Any]) -> None:
         need(0 <= h["w_th"] <= 1, "w_th", "a probability in [0, 1]")
         need(0 <= h["p"] <= 1, "p", "a probability in [0, 1]")
         need(h["sigma_v"] >= 0, "sigma_v", ">= 0")
+        need(h["gamma"] >= 0, "gamma", ">= 0")
+        need(h["alpha"] >= 0, "alpha", ">= 0")
     if algo in ("wvat", "swa"):
         need(0 <= h["swa_start"] <= 1, "swa_start", "a fraction in [0, 1]")
+        need(h["swa_lr"] is None or h["swa_lr"] > 0, "swa_lr", "> 0")
     if algo == "sam":
         need(h["rho"] >= 0, "rho", ">= 0")
-    if algo == "noise" and h["family"] is not None:
+    if algo == "noise":
         from xbar.devices import FAMILIES
 
-        need(h["family"] in FAMILIES, "family", f"one of {', '.join(FAMILIES)}")
+        need(h["family"] is None or h["family"] in FAMILIES, "family", f"one of {', '.join(FAMILIES)}")
+        need(h["threshold"] is None or h["threshold"] >= MIN_THRESHOLD, "threshold", f">= {MIN_THRESHOLD} (sigmas)")
+        need(h["sigma_scale"] >= 0, "sigma_scale", ">= 0")
+
+
+def _check_family(kind: str, threshold: float, key: str):
+    """``NoiseFamily(kind, threshold)``; its ValueError as a one-line InputError naming ``key``."""
+    from xbar.devices import NoiseFamily
+
+    try:
+        return NoiseFamily(kind, threshold)
+    except ValueError as exc:
+        raise InputError(f"{key} = {threshold!r} with family {kind!r}: {exc}") from None
+
+
+def _check_device(name: str) -> torch.device:
+    """``torch.device(name)``, checked to be usable here (InputError otherwise)."""
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise InputError(f"device = {name!r}: expected a torch device such as cpu, cuda or cuda:1") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device = {name!r}: CUDA is not available")
+    try:
+        torch.empty(1, device=dev)
+    except (RuntimeError, AssertionError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"device = {name!r}: not usable here ({first})") from None
+    return dev
 
 
 # ------------------------------------------------------------------------ helpers
@@ -236,6 +296,28 @@ def _load_preset(preset):
     if not isinstance(preset, str | os.PathLike):
         raise InputError(f"preset {preset!r}: expected a preset name, a TOML path or a Preset")
     return presets.load(str(preset))
+
+
+def _with_weight_bits(preset, model_name: str, bits: int | None):
+    """``(preset, H)``: the preset with ``[mapping].weight_bits`` = H, H = ``bits`` or TRICE's
+    per-network default (:func:`xbar.training.quant.default_weight_bits`)."""
+    current = preset.mapping.weight_bits
+    bits = default_weight_bits(model_name, current) if bits is None else bits
+    if bits != current:
+        preset = preset.with_overrides(origin=f"weight_bits = {bits}", weight_bits=bits)
+    return preset, bits
+
+
+def _injection_family(algo: str, preset, h: dict[str, Any]):
+    """The injection family of ``noise`` given ``family``/``threshold`` (None: each device's own),
+    checked here so that a bad pair fails before the run starts."""
+    if algo != "noise" or (h["family"] is None and h["threshold"] is None):
+        return None
+    from xbar.devices import NoiseFamily
+
+    base = preset.injection or NoiseFamily()
+    kind = h["family"] or base.kind
+    return _check_family(kind, base.threshold if h["threshold"] is None else h["threshold"], "threshold")
 
 
 def _preset_label(preset) -> str:
@@ -289,8 +371,37 @@ def _spec(preset) -> dict[str, Any] | None:
 def _check_force(out: Path, force: bool) -> None:
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a directory")
-    if out.exists() and any(out.iterdir()) and not force:
-        raise InputError(f"{out}: run directory already exists; pass --force to overwrite it or --resume to continue it")
+    if not out.exists() or force or not any(out.iterdir()) or _abandoned_start(out):
+        return
+    raise InputError(f"{out}: run directory already exists; pass --force to overwrite it or --resume to continue it")
+
+
+def _abandoned_start(out: Path) -> bool:
+    """Whether ``out`` holds only what a run killed before its first checkpoint leaves behind:
+    our manifest (status running) and maybe metrics, no checkpoint or model, and the
+    process that wrote it gone (same host, pid no longer running). Such a directory is
+    started over without --force."""
+    names = {p.name for p in out.iterdir() if not (p.name.startswith(".") and p.name.endswith(".tmp"))}
+    if MANIFEST not in names or not names <= {MANIFEST, METRICS}:
+        return False
+    try:
+        man = json.loads((out / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(man, dict) or man.get("format") != RUN_FORMAT or man.get("status") != "running":
+        return False
+    pid = man.get("pid")
+    if man.get("host") != socket.gethostname() or not isinstance(pid, int) or isinstance(pid, bool):
+        return False  # cannot tell whether it still runs
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, owned by someone else
+        return False
+    return False
 
 
 # --------------------------------------------------------------------------- train
@@ -324,26 +435,24 @@ def train(
     epochs, h = resolve(algo, epochs, hyper)
     preset_obj = _load_preset(preset)
     label = _preset_label(preset)
+    preset_obj, h["weight_bits"] = _with_weight_bits(preset_obj, model_name, h["weight_bits"])
+    family = _injection_family(algo, preset_obj, h)
+    spec = _spec(preset_obj)
     outdir = Path(out) if out is not None else None
     ckpt = None
     if outdir is not None:
         if resume:
-            ckpt = _prepare_resume(outdir, model_name, data_name, label, algo, seed, epochs, h, _spec(preset_obj))
+            ckpt = _prepare_resume(outdir, model_name, data_name, label, algo, seed, epochs, h, spec)
         else:
             _check_force(outdir, force)
-            outdir.mkdir(parents=True, exist_ok=True)
-            for name in (METRICS, CHECKPOINT, MODEL):
-                if (outdir / name).exists():
-                    (outdir / name).unlink()
     elif resume:
         raise InputError("resume: needs a run directory (out)")
 
+    # Everything that can refuse the input runs before the run directory is touched.
+    dev = _check_device(h["device"])
     split = xdata.load(data_name, h["data_root"], seed)
     torch.manual_seed(derive_seed(seed, "init"))
     net = build_network(model_name, split)
-    dev = torch.device(h["device"])
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device = {h['device']!r}: CUDA is not available")
     model = net
     if h["convert"]:
         import xbar
@@ -355,7 +464,8 @@ def train(
 
     train_b = Batches(split.train, dev)
     test_b = Batches(split.test, dev)
-    runner = _build_runner(algo, model, preset_obj, h, epochs, seed, dev, train_b, model_name, split, act_bits)
+    runner = _build_runner(algo, model, preset_obj, h, epochs, seed, dev, train_b, model_name, split, act_bits,
+                           family)
 
     swa_start = None
     if algo in ("wvat", "swa") and (algo == "swa" or h["swa"]):
@@ -387,10 +497,12 @@ def train(
         "seed": seed,
         "epochs": epochs,
         "act_bits": act_bits,
+        "weight_bits": h["weight_bits"],
         "hyper": h,
         "metrics": {},
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
     }
-    spec = _spec(preset_obj)
     if spec is not None:
         manifest["preset_spec"] = spec
 
@@ -405,34 +517,82 @@ def train(
     trainer = Trainer(runner, train_b, test_b, epochs, h["batch_size"], seed, lr_of, evaluate,
                       write_checkpoint if outdir is not None else None, write_metrics,
                       h["checkpoint_every"], h["progress"])
+    created = False
     if ckpt is not None:
         trainer.load_state_dict(ckpt)
+        if outdir is not None:
+            _update_manifest(outdir, status="running", error=None, pid=os.getpid(), host=socket.gethostname())
     elif outdir is not None:
+        created = not outdir.exists()
+        outdir.mkdir(parents=True, exist_ok=True)
+        for name in (METRICS, CHECKPOINT, MODEL):
+            if (outdir / name).exists():
+                (outdir / name).unlink()
         atomic_write_json(outdir / MANIFEST, manifest, force=True)
 
-    history = trainer.fit()
+    try:
+        history = trainer.fit()
+        final = runner.final(lambda: train_b.batches(torch.arange(len(train_b)), h["batch_size"],
+                                                     seed=derive_seed(seed, "update-bn")))
+        final.eval()
+        fm, ft = final, _targets_of(final, preset_obj, h)
+        from xbar.training.trainer import clean_accuracy
 
-    final = runner.final(lambda: (b for b in train_b.batches(torch.arange(len(train_b)), h["batch_size"])))
-    final.eval()
-    fm, ft = final, _targets_of(final, preset_obj, h)
-    from xbar.training.trainer import clean_accuracy
-
-    xt, yt = trainer.test_tensors()
-    metrics: dict[str, Any] = {"test_acc": clean_accuracy(fm, ft, xt, yt), "epochs_done": len(history)}
-    if h["eval_mc"] > 0:
-        accs = _mc(final, model_name, split, preset_obj, act_bits, xt, yt, h["eval_mc"],
-                   derive_seed(seed, "eval-mc", "final"))
-        metrics.update(test_kpp=kpp_of(accs, h["eval_q"]), test_mc_mean=float(accs.mean()), kpp_q=h["eval_q"])
-    if history:
-        metrics["train_loss"] = history[-1]["train_loss"]
-        metrics["time_s"] = history[-1]["time_s"]
-    if outdir is not None:
-        blank = build_network(model_name, split)
-        state = tensor_state(digital_copy(final, blank).cpu())
-        atomic_torch_save(outdir / MODEL, state, force=True)
-        manifest.update(status="done", metrics=metrics)
-        atomic_write_json(outdir / MANIFEST, manifest, force=True)
+        xt, yt = trainer.test_tensors()
+        metrics: dict[str, Any] = {"test_acc": clean_accuracy(fm, ft, xt, yt), "epochs_done": len(history)}
+        if h["eval_mc"] > 0:
+            accs = _mc(final, model_name, split, preset_obj, act_bits, xt, yt, h["eval_mc"],
+                       derive_seed(seed, "eval-mc", "final"))
+            metrics.update(test_kpp=kpp_of(accs, h["eval_q"]), test_mc_mean=float(accs.mean()), kpp_q=h["eval_q"])
+        if history:
+            metrics["train_loss"] = history[-1]["train_loss"]
+            metrics["time_s"] = history[-1]["time_s"]
+        if outdir is not None:
+            blank = build_network(model_name, split)
+            state = tensor_state(digital_copy(final, blank).cpu())
+            atomic_torch_save(outdir / MODEL, state, force=True)
+            manifest.update(status="done", metrics=metrics)
+            manifest.pop("pid")
+            manifest.pop("host")
+            atomic_write_json(outdir / MANIFEST, manifest, force=True)
+    except BaseException as exc:
+        if outdir is not None:
+            _after_failure(outdir, created, exc)
+        raise
     return final, history
+
+
+def _update_manifest(outdir: Path, **fields: Any) -> None:
+    """Rewrite some fields of the run's manifest (atomically); a missing or broken one is left alone."""
+    try:
+        man = json.loads((outdir / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return
+    if isinstance(man, dict):
+        for key, value in fields.items():
+            if value is None:
+                man.pop(key, None)
+            else:
+                man[key] = value
+        atomic_write_json(outdir / MANIFEST, man, force=True)
+
+
+def _after_failure(outdir: Path, created: bool, exc: BaseException) -> None:
+    """A run that stopped on ``exc``: with no checkpoint yet, remove what it wrote (so that a
+    retry needs no --force); else keep the checkpoint and mark the manifest failed."""
+    if not (outdir / CHECKPOINT).exists():
+        for name in (MANIFEST, METRICS):
+            (outdir / name).unlink(missing_ok=True)
+        if created:
+            try:
+                outdir.rmdir()
+            except OSError:  # something else was put there meanwhile
+                pass
+        return
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+    _update_manifest(outdir, status=status, error=f"{type(exc).__name__}: {first}" if first else type(exc).__name__,
+                     pid=None, host=None)
 
 
 def _prepare_resume(outdir: Path, model_name, data_name, label, algo, seed, epochs, h, spec=None) -> dict[str, Any]:
@@ -492,7 +652,7 @@ def _mc(model, model_name, split, preset, act_bits, x, y, n, seed) -> torch.Tens
     return torch.as_tensor(res.values("accuracy"), dtype=torch.float64)
 
 
-def _build_runner(algo, model, preset, h, epochs, seed, dev, train_b, model_name, split, act_bits):
+def _build_runner(algo, model, preset, h, epochs, seed, dev, train_b, model_name, split, act_bits, family=None):
     analog = is_analog(model)
     if analog and algo not in ("noise", "trice"):
         from xbar import tiles
@@ -528,12 +688,6 @@ def _build_runner(algo, model, preset, h, epochs, seed, dev, train_b, model_name
         if algo == "swa":
             swa = SWA(model, int(math.floor(h["swa_start"] * epochs)), h["swa_lr"])
     elif algo == "noise":
-        family = None
-        if h["family"] is not None or h["threshold"] is not None:
-            from xbar.devices import NoiseFamily
-
-            base = targets[0].device.injection if targets[0].device is not None else NoiseFamily()
-            family = NoiseFamily(h["family"] or base.kind, base.threshold if h["threshold"] is None else h["threshold"])
         step = NoiseInjection(opt, targets, family, h["sigma_scale"], gen(), model)
     elif algo in ("dat-fast", "dat-full"):
         layers = h["layers"]

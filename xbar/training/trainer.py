@@ -1,10 +1,15 @@
 """The epoch loop shared by every algorithm: data order, schedule, metrics, checkpoints.
 
 Everything random is derived from the seed: the data order of epoch e is a
-permutation drawn from a generator seeded with (seed, e), so a run resumed in
-the middle of an epoch replays the same batches; algorithm noise comes from
-generators whose states are checkpointed. On CPU a resumed run therefore ends
-with the same weights as an uninterrupted one.
+permutation drawn from a generator seeded with (seed, e), and each sample's
+augmentation from a seed of (seed, e, position) (:class:`Batches`), so a run
+resumed in the middle of an epoch replays the same batches; algorithm noise comes
+from generators whose states are checkpointed, and the global random states (which
+aihwkit tiles inject from) are checkpointed too. On CPU a resumed run therefore
+ends with the same weights as an uninterrupted one.
+
+A step whose loss or updated weights are not finite stops the run with
+:class:`TrainingDiverged` (an ``InputError``: the hyper-parameters are too large).
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from torch import nn
 from torch.optim.swa_utils import update_bn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from xbar.data.seeded import SeededSamples
+from xbar.errors import InputError
 from xbar.training.base import WrappedOptimizer, set_lr
 from xbar.training.checkpoint import load_tensors, rng_state, set_rng_state, tensor_state
 from xbar.training.mc import accuracy
@@ -75,7 +82,15 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
 
 # -------------------------------------------------------------------------------- data
 class Batches:
-    """Index-addressed access to a dataset (a fast path for ``TensorDataset``)."""
+    """Index-addressed access to a dataset (a fast path for ``TensorDataset``).
+
+    Other datasets (torchvision's, with random augmentation) are read through
+    :class:`xbar.data.seeded.SeededSamples`: sample ``p`` of an order (its position)
+    is fetched with the global generators seeded by ``derive_seed(seed, p)`` and
+    restored after, and the ``DataLoader`` gets its own seeded generator, so a batch
+    - augmentation included - is a function of ``(seed, order, position)`` alone and
+    reading data never moves the global random state.
+    """
 
     def __init__(self, dataset: Dataset, device: torch.device | str = "cpu", num_workers: int = 0) -> None:
         self.dataset = dataset
@@ -86,15 +101,26 @@ class Batches:
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def batches(self, order: torch.Tensor, batch_size: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Batches ``order[i*bs:(i+1)*bs]`` for i >= ``start``."""
-        chunks = [order[i : i + batch_size] for i in range(start * batch_size, len(order), batch_size)]
+    def batches(
+        self, order: torch.Tensor, batch_size: int, start: int = 0, seed: int = 0
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches ``order[i*bs:(i+1)*bs]`` for i >= ``start``; ``seed`` keys the augmentation."""
+        n = len(order)
+        first = start * batch_size
         if self.tensors is not None:
             x, y = self.tensors
-            for idx in chunks:
+            for i in range(first, n, batch_size):
+                idx = order[i : i + batch_size]
                 yield x[idx].to(self.device), y[idx].to(self.device)
             return
-        loader = DataLoader(self.dataset, batch_sampler=[c.tolist() for c in chunks], num_workers=self.num_workers)
+        index = order.tolist()
+        sampler = [
+            [(index[p], derive_seed(seed, "sample", p)) for p in range(i, min(i + batch_size, n))]
+            for i in range(first, n, batch_size)
+        ]
+        loader = DataLoader(SeededSamples(self.dataset), batch_size=None, sampler=sampler,
+                            num_workers=self.num_workers,
+                            generator=torch.Generator().manual_seed(derive_seed(seed, "loader")))
         for x, y in loader:
             yield x.to(self.device), torch.as_tensor(y).to(self.device)
 
@@ -106,7 +132,7 @@ class Batches:
             g = torch.Generator().manual_seed(derive_seed(seed, "subset", limit))
             order = torch.randperm(n, generator=g)[:limit].sort().values
         xs, ys = [], []
-        for x, y in self.batches(order, 4096):
+        for x, y in self.batches(order, 4096, seed=derive_seed(seed, "all", limit)):
             xs.append(x)
             ys.append(y)
         return torch.cat(xs), torch.cat(ys)
@@ -159,6 +185,10 @@ class StepRunner:
 
     def current(self) -> tuple[nn.Module, list[NoisyParam]]:
         return self.model, self.targets
+
+    def parameters(self) -> list[torch.Tensor]:
+        """Every trained tensor (model parameters and device-stored weights)."""
+        return [*self.model.parameters(), *(t.param for t in self.targets)]
 
     def final(self, batches: Callable[[], Iterator] | None = None) -> nn.Module:
         """The trained model: the SWA average if SWA ran (batch-norm statistics recomputed
@@ -214,6 +244,10 @@ class TriceRunner:
         m = self.trice.model
         return m, self.targets_of(m)
 
+    def parameters(self) -> list[torch.Tensor]:
+        """Every trained tensor of the (up to three) models."""
+        return [p for m in self.trice.models for p in (*m.parameters(), *(t.param for t in self.targets_of(m)))]
+
     def final(self, batches=None) -> nn.Module:
         return self.trice.model
 
@@ -225,6 +259,18 @@ class TriceRunner:
 
 
 # ------------------------------------------------------------------------------ loop
+class TrainingDiverged(InputError):
+    """A training step gave a non-finite loss or non-finite weights (learning rate or noise too large)."""
+
+
+@torch.no_grad()
+def all_finite(tensors: list[torch.Tensor]) -> bool:
+    """Whether every entry of every tensor is finite (one reduction per tensor, one sync)."""
+    if not tensors:
+        return True
+    return bool(torch.stack([t.detach().sum().float().to("cpu") for t in tensors]).isfinite().all())
+
+
 @torch.no_grad()
 def clean_accuracy(model: nn.Module, targets: list[NoisyParam], x: torch.Tensor, y: torch.Tensor) -> float:
     """Accuracy with the noise-free stored (quantized) weights, eval mode."""
@@ -308,6 +354,17 @@ class Trainer:
         self.runner.load_state_dict(state["runner"])
         set_rng_state(state["rng"])
 
+    def _check_finite(self, epoch: int, loss: float, lr: float) -> None:
+        """Raise :class:`TrainingDiverged` if the step just taken left a non-finite loss or weights."""
+        weights_ok = all_finite(self.runner.parameters())
+        if math.isfinite(loss) and weights_ok:
+            return
+        what = f"loss {loss:.4g}" + ("" if weights_ok else ", weights not finite")
+        raise TrainingDiverged(
+            f"training diverged at epoch {epoch + 1} step {self.batch + 1} ({what}); "
+            f"lower --lr (now {lr:g} in this epoch) or the injected noise"
+        )
+
     def _save(self) -> None:
         if self.checkpoint is not None:
             self.checkpoint(self.state_dict())
@@ -332,24 +389,29 @@ class Trainer:
                 from tqdm import tqdm
 
                 bar = tqdm(total=per_epoch, initial=self.batch, desc=f"epoch {epoch + 1}/{self.epochs}", leave=False)
-            for x, y in self.train_data.batches(order, self.batch_size, self.batch):
-                loss, correct = self.runner.train_batch(x, y)
-                self.sums[0] += loss * y.shape[0]
-                self.sums[1] += correct
-                self.sums[2] += y.shape[0]
-                self.batch += 1
-                self.global_step += 1
+            try:
+                batches = self.train_data.batches(order, self.batch_size, self.batch,
+                                                  derive_seed(self.seed, "batches", epoch))
+                for x, y in batches:
+                    loss, correct = self.runner.train_batch(x, y)
+                    self._check_finite(epoch, loss, lr)
+                    self.sums[0] += loss * y.shape[0]
+                    self.sums[1] += correct
+                    self.sums[2] += y.shape[0]
+                    self.batch += 1
+                    self.global_step += 1
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix(loss=f"{self.sums[0] / max(1, self.sums[2]):.3f}")
+                    if self.checkpoint_every and self.global_step % self.checkpoint_every == 0 and self.batch < per_epoch:
+                        self.elapsed += time.perf_counter() - t0
+                        t0 = time.perf_counter()
+                        self._save()
+                    if self.kill_after is not None and self.global_step >= self.kill_after:
+                        os.kill(os.getpid(), signal.SIGKILL)
+            finally:
                 if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{self.sums[0] / max(1, self.sums[2]):.3f}")
-                if self.checkpoint_every and self.global_step % self.checkpoint_every == 0 and self.batch < per_epoch:
-                    self.elapsed += time.perf_counter() - t0
-                    t0 = time.perf_counter()
-                    self._save()
-                if self.kill_after is not None and self.global_step >= self.kill_after:
-                    os.kill(os.getpid(), signal.SIGKILL)
-            if bar is not None:
-                bar.close()
+                    bar.close()
             info = self.runner.end_epoch(epoch)
             model, targets = self.runner.current()
             xt, yt = self.test_tensors()
