@@ -122,12 +122,19 @@ def test_default_times_and_bad_times():
         drift_study(lenet(), digits(), "pcm", times=[1.0, 1.0], n=1)
 
 
+AGREEMENT_TIMES = (1.0, 3600.0, 86400.0, 365 * 86400.0, 10 * 365 * 86400.0)  # 1 s, 1 h, 1 day, 1 y, 10 y
+
+
 def test_pcm_agrees_with_aihwkit_program_and_drift():
     """xbar's ``pcm`` preset against aihwkit's PCMLikeNoiseModel + GlobalDriftCompensation (one layer).
 
-    The per-weight error W(t) * alpha - W of 150 instances of a 48x32 layer read one day after
-    programming: pooled distribution (two-sample KS), mean and std, and the mean drift
-    compensation factor alpha.
+    The per-weight error of 100 instances of a 48x32 layer read 1 s, 1 h, 1 day, 1 year and 10
+    years after programming, with compensation (W(t) * alpha - W) and without (W(t) - W): pooled
+    distribution (two-sample KS on every 5th of the 153,600 errors per side), mean and std; and
+    the mean compensation factor alpha. 10 KS tests at p > 1e-4 each: a false failure rate of
+    at most 1e-3 if the distributions were equal. The std bound of 5% covers the known model
+    difference (aihwkit's alpha reference is its noisy read, 1-2% wider errors) while the
+    sampling error of a std ratio here is about 0.5%.
     """
     from aihwkit.inference.compensation.drift import GlobalDriftCompensation
     from aihwkit.inference.noise.pcm import PCMLikeNoiseModel
@@ -142,27 +149,30 @@ def test_pcm_agrees_with_aihwkit_program_and_drift():
     cfg.noise_model = PCMLikeNoiseModel(g_max=25.0)
     cfg.drift_compensation = GlobalDriftCompensation()
     analog = convert_to_analog(nn.Sequential(lin), cfg).eval()
-    t, n = 86400.0, 150
-    errs, alphas = [], []
+    n = 100
+    theirs = {(t, c): [] for t in AGREEMENT_TIMES for c in (True, False)}
+    alphas = {t: [] for t in AGREEMENT_TIMES}
     for _ in range(n):
         analog.program_analog_weights()
-        analog.drift_analog_weights(t)
-        tile = next(analog.analog_tiles())
-        got = analog[0].get_weights()
-        got = got[0] if isinstance(got, tuple) else got
-        errs.append(got.detach() * tile.alpha - w)
-        alphas.append(float(tile.alpha))
-    theirs = torch.stack(errs)
+        for t in AGREEMENT_TIMES:  # each drift starts from the programmed state
+            analog.drift_analog_weights(t)
+            tile = next(analog.analog_tiles())
+            got = analog[0].get_weights()
+            got = (got[0] if isinstance(got, tuple) else got).detach()
+            theirs[t, True].append(got * tile.alpha - w)
+            theirs[t, False].append(got - w)
+            alphas[t].append(float(tile.alpha))
 
     dm = presets.load("pcm").device_model()
     states = program_states(dm, w, 0, range(n), 0)
-    ours = read_states(dm, states, 0, range(n), 0, t, (True,))[True] - w
-    ours_unc = read_states(dm, states, 0, range(n), 0, t, (False,))[False]
-    our_alpha = (ours + w).flatten(1).abs().sum(1) / ours_unc.flatten(1).abs().sum(1)
-
-    a, b = theirs.flatten().numpy(), ours.flatten().numpy()
-    ks = stats.ks_2samp(a[::5], b[::5])
-    assert ks.pvalue > 1e-3, ks
-    assert abs(a.std() / b.std() - 1) < 0.05
-    assert abs(a.mean() - b.mean()) < 0.05 * a.std()
-    assert abs(np.mean(alphas) / float(our_alpha.mean()) - 1) < 0.02
+    for t in AGREEMENT_TIMES:
+        reads = read_states(dm, states, 0, range(n), 0, t, (True, False))
+        our_alpha = reads[True].flatten(1).abs().sum(1) / reads[False].flatten(1).abs().sum(1)
+        assert abs(np.mean(alphas[t]) / float(our_alpha.mean()) - 1) < 0.02, t
+        for c in (True, False):
+            a = torch.stack(theirs[t, c]).flatten().numpy()
+            b = (reads[c] - w).flatten().numpy()
+            ks = stats.ks_2samp(a[::5], b[::5])
+            assert ks.pvalue > 1e-4, (t, c, ks)
+            assert abs(a.std() / b.std() - 1) < 0.05, (t, c, a.std(), b.std())
+            assert abs(a.mean() - b.mean()) < 0.05 * a.std(), (t, c)

@@ -46,9 +46,12 @@ def test_recovers_mu_and_sigma_with_calibrated_interval():
     # coverage of 90% would still fail this only with probability 0.04. Seeds are
     # fixed, so the test is deterministic; 94/100 is what it gives.
     assert covered >= 85
-    # estimators unbiased within a few standard errors of the mean of 100 fits
-    assert abs(np.mean(mus) - MU) < 0.01
-    assert abs(np.mean(sigmas) - SIGMA) < 0.01
+    # Unbiased estimators: the mean of 100 independent fits lies within 4 standard errors
+    # (sample std / sqrt(100)) of the truth; for a normal mean that fails with probability
+    # 6.3e-5 (2 * scipy.stats.norm.sf(4)); the seeds are fixed, so the test is deterministic.
+    for est, truth in ((np.array(mus), MU), (np.array(sigmas), SIGMA)):
+        se = est.std(ddof=1) / math.sqrt(est.size)
+        assert abs(est.mean() - truth) < 4 * se, (est.mean(), truth, se)
     # and the interval is informative (well under a tenth of a decade)
     assert np.median(stderrs) < 0.05
 

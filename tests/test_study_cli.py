@@ -47,6 +47,13 @@ def _bad(capsys, argv, *words) -> str:
 
 
 FAST = ["--limit", "80", "--no-progress"]
+JSON_DOCS = (Path(__file__).resolve().parents[1] / "docs" / "studies.md").read_text().split("### JSON keys")[1]
+
+
+def _documented(*key_sets) -> None:
+    """Every key is named (in backticks) in the JSON keys section of docs/studies.md."""
+    missing = sorted({k for keys in key_sets for k in keys if f"`{k}`" not in JSON_DOCS})
+    assert not missing, f"undocumented --json keys: {missing}"
 
 
 def test_eval_json_keys_out_and_plot(runs, capsys, tmp_path):
@@ -58,6 +65,7 @@ def test_eval_json_keys_out_and_plot(runs, capsys, tmp_path):
                 "split", "num_images", "history"):
         assert key in d, key
     assert d["preset"] == "rram-uniform" and d["n"] == 12 and d["num_images"] == 80
+    _documented(d, d["metrics"], d["metrics"]["accuracy"], d["per_instance"], d["history"][0] if d["history"] else {})
     assert json.loads(out.read_text())["kpp"] == d["kpp"]
     assert plot.read_bytes()[:4] == b"\x89PNG"
     # no overwrite without --force, checked before any work
@@ -87,6 +95,7 @@ def test_eval_sigma_sweep(runs, capsys, tmp_path):
                 "mean", "std", "table", "per_instance"):
         assert key in d, key
     assert d["study"] == "sigma_sweep" and d["sigmas"] == [0.0, 0.2, 0.4]
+    _documented(d)
     assert d["models"] == [str(runs["r0"]), str(runs["r1"])] and len(d["kpp"]) == 2
     assert (tmp_path / "sweep.png").exists()
     _bad(capsys, ["eval", str(runs["r0"]), "--compare", str(runs["r1"])], "--sigmas")
@@ -100,6 +109,7 @@ def test_drift_json(runs, capsys, tmp_path):
         assert key in d, key
     assert d["times_s"] == [1.0, 86400.0, 31536000.0] and d["compensation"] == [True, False]
     assert len(d["table"]) == 6
+    _documented(d, d["table"][0], d["per_instance"])
     d = _json(capsys, ["drift", str(runs["r0"]), "--preset", "pcm", "--times", "3600", "--mc", "2",
                        "--no-compensation", "--json", *FAST])
     assert d["compensation"] == [False]
@@ -117,6 +127,7 @@ def test_bitflip_json_and_tables(runs, capsys, tmp_path):
         assert key in sw, key
     assert len(sw["accuracy"]) == 5 and len(sw["accuracy"][0]) == 2
     assert {"label", "midpoint_p", "p_99_percent_of_peak", "converged"} <= set(d["table"][0])
+    _documented(d, *d["table"], sw, sw["fit"], sw["table"][0], sw["baseline"])
     d = _json(capsys, ["bitflip", str(runs["r0"]), "--mask", "msb:1", "--mask", "msb:9", "--p-min", "1e-3",
                        "--repeats", "1", "--json", *FAST])
     assert set(d["sweeps"]) == {"msb:1", "msb:9"}
@@ -128,10 +139,12 @@ def test_landscape_1d_and_2d(runs, capsys, tmp_path):
                        "--json", *FAST])
     assert d["dims"] == 1 and d["alphas"] == [-1.0, 0.0, 1.0] and len(d["loss"]) == 2
     assert d["split"] == "train"
+    _documented(d)
     d = _json(capsys, ["landscape", str(runs["r0"]), "--dims", "2", "--models", f"{runs['r1']},{runs['r2']}",
                        "--alphas", "0:1:3", "--betas", "0,0.5", "--json", "--plot", str(tmp_path / "l2.png"), *FAST])
     assert d["dims"] == 2 and len(d["loss"]) == 3 and len(d["loss"][0]) == 2
     assert d["models"] == [str(runs["r0"]), str(runs["r1"]), str(runs["r2"])]
+    _documented(d)
 
 
 def test_bad_inputs_exit_2_with_one_line(runs, capsys, tmp_path):

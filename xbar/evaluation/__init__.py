@@ -12,6 +12,7 @@ See docs/studies.md.
 
 from xbar.evaluation.batched import StackedModel, as_batches, default_layers, evaluate
 from xbar.evaluation.bitflip_study import (
+    BitflipEngine,
     BitflipResult,
     bitflip_sweep,
     format_table,
@@ -41,6 +42,7 @@ __all__ = [
     "DAT_BETAS",
     "DEFAULT_TIMES",
     "TRICE_SIGMAS",
+    "BitflipEngine",
     "BitflipResult",
     "Dist",
     "DriftResult",

@@ -15,9 +15,11 @@ parameters differ between instances, know about ``k``:
   do). Measured here on 2 CPU cores (LeNet, batch 250) the grouped NCHW convolution
   was 2-5x slower per instance than a plain one while the loop costs the same as a
   plain convolution, so ``"auto"`` means ``"loop"`` on CPU and ``"grouped"`` on CUDA
-  (cuDNN runs grouped convolutions efficiently). ``"loop"`` also makes every
+  (cuDNN runs grouped convolutions efficiently). On CPU ``"loop"`` also makes every
   instance's arithmetic independent of ``k``, so results are bit-identical for any
-  ``batch_instances``.
+  ``batch_instances``. On CUDA only the random draws are: cuDNN/cuBLAS choose kernels
+  (and TF32 convolutions by default) by shape, which depends on ``k``, so metrics agree
+  to rounding only (docs/studies.md, "Independence of batching").
 * ``BatchNorm1d/2d/3d`` (eval mode): per-instance scale and shift ``[k, C]``.
 
 On CPU, ``MaxPool2d`` modules with kernel == stride (2 to 4) and no padding are swapped
@@ -385,7 +387,8 @@ def evaluate(
     before_batch: Callable[[int], None] | None = None,
     loss: bool = True,
 ) -> dict[str, torch.Tensor]:
-    """Per-instance ``correct`` counts, summed cross-entropy ``loss_sum`` and ``count`` of images.
+    """Per-instance ``correct`` counts, summed cross-entropy ``loss_sum``, ``count`` of images and the
+    number of ``outputs`` (logits per image; None for an empty pass).
 
     Loss sums accumulate in float64 in the fixed order of the batches, so the metrics of
     an instance do not depend on which other instances share its pass. ``loss=False``
@@ -393,16 +396,17 @@ def evaluate(
     """
     correct = torch.zeros(k, dtype=torch.int64, device=stacked.device)
     loss_sum = torch.zeros(k, dtype=torch.float64, device=stacked.device)
-    count = 0
+    count, outputs = 0, None
     for j, (x, y) in enumerate(batches):
         if before_batch is not None:
             before_batch(j)
         out = stacked.forward(x, k)
         B = x.shape[0]
         logits = out.reshape(k, B, -1)
+        outputs = int(logits.shape[-1])
         correct += (logits.argmax(-1) == y).sum(1)
         if loss:
             ce = F.cross_entropy(logits.reshape(k * B, -1).float(), y.repeat(k), reduction="none")
             loss_sum += ce.reshape(k, B).double().sum(1)
         count += B
-    return {"correct": correct.cpu(), "loss_sum": loss_sum.cpu(), "count": torch.tensor(count)}
+    return {"correct": correct.cpu(), "loss_sum": loss_sum.cpu(), "count": torch.tensor(count), "outputs": outputs}

@@ -16,14 +16,23 @@ symmetric post-training quantization: weights and biases with their per-tensor s
 max|x|/127, activations with a static per-site scale calibrated on a clean pass over the
 evaluation set (max |a| / 127), as in Emonds Sec. 6.2. The masks are the Fig. 4
 thermometer masks (``BitFlipModel.thermometer``: the n most significant bits never
-flip) or explicit bit ranges. Observed flips are counted per target (XOR popcount of
-the stored patterns) and reported next to the expected p x slots.
+flip) or explicit bit ranges. Observed flips are counted per target (the fliptensor
+entries that changed a bit, i.e. the popcount of old XOR new pattern, counted on the
+touched elements only) and reported next to the expected p x slots.
+
+Flips are applied in place by ``xbar.evaluation.flips``: the sparse regime costs what
+the flips cost (a Binomial count, distinct uniform slots, only those elements read and
+written), the dense regime (p > 0.05) is a counter-based draw per slot.
 
 The accuracy curve is fitted with Eq. 2 (``xbar.evaluation.midpoint.fit_midpoint``,
 a_min fixed to 1/K) giving the midpoint noise level mu and the 99%-of-peak noise.
-Instance j of a sweep is (p index j // repeats, repeat j % repeats) and draws from
-streams seeded by (seed, j, target, layer); activation flips depend on the data batch
-size (the stream is consumed batch by batch), not on ``batch_instances``.
+Instance j of a sweep is (p index j // repeats, repeat j % repeats). Its weight and
+bias flips come from streams seeded by (seed, j, PROGRAM or BIAS, layer); the flips
+of an activation site's output live on the virtual tensor [images, *shape] of the whole
+evaluation set, drawn by (seed, j, ACTIVATION, site, call, block of images) (sparse) or
+keyed by (seed, j, ACTIVATION, site, call) and the element's global position (dense).
+So a result depends on (seed, j) and the data, not on ``batch_size``,
+``batch_instances`` or how instances are split across processes.
 """
 
 from __future__ import annotations
@@ -37,9 +46,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from xbar.devices.bitflip import BitFlipModel, decode, encode, flip_stored
+from xbar.devices.bitflip import BitFlipModel, decode, encode
 from xbar.evaluation.batched import StackedModel, as_batches, default_layers, evaluate
 from xbar.evaluation.distributed import Dist, context, local_device
+from xbar.evaluation.flips import ActivationStreams, Flipper, StoredStack, sparse_slots
 from xbar.evaluation.midpoint import MidpointFit, fit_midpoint
 from xbar.evaluation.montecarlo import (
     _json_safe,
@@ -47,10 +57,11 @@ from xbar.evaluation.montecarlo import (
     metric_arrays,
     run_instances,
 )
-from xbar.evaluation.streams import ACTIVATION, BIAS, PROGRAM, generators, instance_seeds
+from xbar.evaluation.streams import ACTIVATION, BIAS, PROGRAM
 
 __all__ = [
     "TARGETS",
+    "BitflipEngine",
     "BitflipResult",
     "bitflip_sweep",
     "p_grid",
@@ -61,9 +72,6 @@ __all__ = [
 ]
 
 TARGETS = ("weights", "biases", "activations")
-
-_POPCOUNT = torch.tensor([bin(i).count("1") for i in range(256)], dtype=torch.int64)
-
 
 def p_grid(p_min: float = 1e-8, p_max: float = 1e-1, points_per_decade: int = 1) -> np.ndarray:
     """Log grid from p_min to p_max with ``points_per_decade`` points per decade (both ends included)."""
@@ -108,36 +116,22 @@ def mask_label(mask) -> str:
     return "+".join(f"{lo}-{hi}" for lo, hi in mask) if mask else "none"
 
 
-_CHUNK = 256
-
-
-def _popcount(a: torch.Tensor, b: torch.Tensor) -> int:
-    """Number of differing bits between two patterns.
-
-    Flips are sparse: find the 256-element chunks that differ, then expand only those
-    into bytes and count their bits with a lookup table.
-    """
-    a, b = a.reshape(-1), b.reshape(-1)
-    m = a.numel() // _CHUNK * _CHUNK
-    pieces = []
-    if m:
-        rows = (a[:m] != b[:m]).view(-1, _CHUNK).any(1).nonzero().squeeze(1)
-        if rows.numel():
-            pieces.append((a[:m].view(-1, _CHUNK)[rows] ^ b[:m].view(-1, _CHUNK)[rows]).reshape(-1))
-    if m < a.numel():
-        pieces.append(a[m:] ^ b[m:])
-    total = 0
-    lut = _POPCOUNT.to(a.device)
-    for d in pieces:
-        total += int(lut[d.contiguous().view(torch.uint8).long()].sum())
-    return total
-
-
 def _store(x: torch.Tensor, model: BitFlipModel, gen: torch.Generator, scale=None) -> tuple[torch.Tensor, int]:
-    """``x`` written in ``model.storage``, flipped (Eq. 3) and read back; and the number of flipped bits."""
+    """``x`` written in ``model.storage``, flipped (Eq. 3, ``model``'s p1 and p2) and read back; and the
+    number of flipped bits. The sparse stream is ``gen``; the dense one is keyed by a draw from it."""
+    f = Flipper(model.storage, model.mask, x.device)
     pattern, s = encode(x, model, scale=scale)
-    flipped = flip_stored(pattern, model, generator=gen)
-    return decode(flipped, model, s, dtype=x.dtype).reshape(x.shape), _popcount(pattern, flipped)
+    rows = pattern.reshape(1, -1).clone()
+    counts = torch.zeros(1, dtype=torch.int64, device=x.device)
+    n = rows.shape[1] * f.m
+
+    def sparse(_):
+        return (sparse_slots(n, model.p_0to1, gen, gen.device).to(x.device),
+                sparse_slots(n, model.p_1to0, gen, gen.device).to(x.device))
+
+    key = int(torch.randint(1 << 62, (1,), generator=gen, device=gen.device))
+    f.flip_rows(rows, [model.p_0to1], [model.p_1to0], sparse, lambda _: [key], 0, counts)
+    return decode(rows, model, s, dtype=x.dtype).reshape(x.shape), int(counts[0])
 
 
 @dataclass
@@ -219,14 +213,178 @@ class BitflipResult:
         return plot_bitflip({label or f"{self.storage} {mask_label(self.mask)}": self}, path, force=force)
 
 
-class _Injector:
-    """Per-instance bit-flip models, generators and flip counters of one instance batch."""
+class BitflipEngine:
+    """The model, data and hooks of a bit-flip study, built once; ``run`` evaluates a batch of instances.
 
-    def __init__(self, models: list[BitFlipModel], seed: int, batch: list[int], sites: list[str], device) -> None:
-        self.models = models
-        self.gens = {s: generators(instance_seeds(seed, batch, ACTIVATION, j), device) for j, s in enumerate(sites)}
-        self.flips = np.zeros(len(models), dtype=np.int64)
-        self.slots = 0
+    ``clean()`` evaluates the same stacked model with no stacks and no injection (what
+    the benchmark times ``run`` against). Use as a context manager, or ``close()`` to
+    remove the hooks.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data,
+        storage: str = "float32",
+        targets: Sequence[str] = ("activations",),
+        mask="all",
+        seed: int = 0,
+        activation_sites: Sequence[str] | None = None,
+        layers: Sequence[str] | None = None,
+        batch_size: int = 256,
+        device: torch.device | str | None = None,
+        strategy: str = "auto",
+        limit: int | None = None,
+    ) -> None:
+        targets = list(dict.fromkeys(targets))
+        bad = [t for t in targets if t not in TARGETS]
+        if bad or not targets:
+            raise ValueError(f"targets {bad or targets}: expected a non-empty subset of {', '.join(TARGETS)}")
+        BitFlipModel(0.0, 0.0, storage, mask)  # validates storage and mask
+        dev = torch.device(device) if device is not None else torch.device("cpu")
+        self.targets, self.storage, self.mask, self.seed, self.device = targets, storage, mask, seed, dev
+        self.dtype = torch.float64 if storage == "float64" else torch.float32
+        wlayers = list(default_layers(model) if layers is None else layers)
+        stack = wlayers if ("weights" in targets or "biases" in targets) else []
+        self.stacked = StackedModel(model, layers=stack, strategy=strategy, device=dev)
+        self.stacked.model.to(self.dtype)
+        self.batches = [(x.to(self.dtype), y) for x, y in as_batches(data, batch_size, dev, limit)]
+        sizes = [int(x.shape[0]) for x, _ in self.batches]
+        self.starts = [0, *np.cumsum(sizes).tolist()]
+        self.num_images = self.starts[-1]
+        self.flipper = Flipper(storage, mask, dev)
+        self.stores: dict[tuple[str, str], StoredStack] = {}  # stored weights/biases, kept between runs
+        self.sites = (
+            list(default_layers(model) if activation_sites is None else activation_sites)
+            if "activations" in targets else []
+        )
+        modules = dict(self.stacked.named_modules())
+        missing = [s for s in self.sites if s not in modules]
+        if missing:
+            raise ValueError(f"activation site {missing[0]!r}: no such module")
+        self.scales = self._int8_scales(modules) if storage == "int8" and self.sites else {}
+        self._inj: _Injection | None = None
+        self.num_outputs: int | None = None
+        self.handles = [modules[s].register_forward_hook(self._hook(pos)) for pos, s in enumerate(self.sites)]
+
+    def _int8_scales(self, modules) -> dict[int, torch.Tensor]:
+        """Static int8 scales of the activation sites, max |a| / 127 over a clean pass (Emonds Sec. 6.2)."""
+        peaks = {pos: torch.zeros((), dtype=self.dtype, device=self.device) for pos in range(len(self.sites))}
+
+        def peak(pos):
+            return lambda m, i, o: peaks.__setitem__(pos, torch.maximum(peaks[pos], o.detach().abs().amax()))
+
+        handles = [modules[s].register_forward_hook(peak(pos)) for pos, s in enumerate(self.sites)]
+        try:
+            evaluate(self.stacked, self.batches, 1, loss=False)
+        finally:
+            for h in handles:
+                h.remove()
+        return {pos: torch.where(v > 0, v / 127.0, torch.ones_like(v)) for pos, v in peaks.items()}
+
+    def _hook(self, pos: int):
+        def fn(module, inputs, out):
+            inj = self._inj
+            if inj is None or not isinstance(out, torch.Tensor):
+                return out
+            return inj.activation(pos, out, inputs)
+
+        return fn
+
+    def close(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+        self.stacked.clear()
+
+    def __enter__(self) -> BitflipEngine:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def clean(self) -> dict[str, np.ndarray]:
+        """Accuracy and loss of the model with no stacks and no flips (float compute, no storage rounding)."""
+        self.stacked.clear()
+        raw = evaluate(self.stacked, self.batches, 1)
+        self.num_outputs = raw["outputs"]
+        return metric_arrays(raw, ("accuracy", "loss"))
+
+    def run(self, batch: Sequence[int], probs: Sequence[float]) -> dict[str, np.ndarray]:
+        """Instances ``batch`` (global indices) with symmetric flip probabilities ``probs``.
+
+        Returns per instance ``accuracy``, ``loss``, ``flips_<target>`` (changed bits) and
+        ``slots_activations`` (stored activation bit slots over the evaluation set).
+        """
+        k = len(batch)
+        probs = [float(q) for q in probs]
+        out: dict[str, np.ndarray] = {}
+        for t, tag in (("weights", PROGRAM), ("biases", BIAS)):
+            count = torch.zeros(k, dtype=torch.int64, device=self.device)
+            if t in self.targets:
+                for pos, name in enumerate(self.stacked.layers):
+                    src = getattr(self.stacked.base(name), "weight" if t == "weights" else "bias")
+                    if src is None:
+                        continue
+                    key = (t, name)
+                    if key not in self.stores:
+                        self.stores[key] = StoredStack(self.flipper, src.detach())
+                    vals, c = self.stores[key].flip(probs, self.seed, batch, (tag, pos))
+                    self.stacked.set(name, **{"weight" if t == "weights" else "bias": vals})
+                    count += c
+            out[f"flips_{t}"] = count
+        inj = _Injection(self, list(batch), probs) if self.sites else None
+        self._inj = inj
+        try:
+            raw = evaluate(self.stacked, self.batches, k, before_batch=inj.start_batch if inj else None)
+        finally:
+            self._inj = None
+        self.num_outputs = raw["outputs"]
+        res = {key: v.cpu().numpy() for key, v in out.items()}
+        res.update(metric_arrays(raw, ("accuracy", "loss")))
+        res["flips_activations"] = inj.counts.cpu().numpy() if inj else np.zeros(k, dtype=np.int64)
+        res["slots_activations"] = np.full(k, inj.slots if inj else 0, dtype=np.int64)
+        return res
+
+
+class _Injection:
+    """Activation flips of one batch of instances during one pass over the evaluation set."""
+
+    def __init__(self, engine: BitflipEngine, batch: list[int], probs: list[float]) -> None:
+        self.e, self.batch, self.probs = engine, batch, probs
+        self.counts = torch.zeros(len(batch), dtype=torch.int64, device=engine.device)
+        self.slots = 0  # per instance
+        self.streams: dict[tuple[int, int, int], ActivationStreams] = {}
+        self.calls: dict[int, int] = {}
+        self.index = 0
+
+    def start_batch(self, j: int) -> None:
+        self.index = j
+        self.calls.clear()
+
+    def activation(self, pos: int, out: torch.Tensor, inputs) -> torch.Tensor:
+        e = self.e
+        ctx = e.stacked.ctx
+        k, B = ctx.k, ctx.batch
+        if out.shape[0] != k * B:  # still shared by all instances: each gets its own copy
+            x = out.repeat(k, *([1] * (out.dim() - 1)))
+        elif any(isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() == out.untyped_storage().data_ptr()
+                 for t in inputs):
+            x = out.clone()  # the site returns (a view of) its input: flip a copy, not what others read
+        else:
+            x = out  # flipped in place (float storage of the compute dtype: no copy at all)
+        call = self.calls.get(pos, 0)
+        self.calls[pos] = call + 1
+        pattern, scale = encode(x, e.flipper.ref, scale=e.scales.get(pos))
+        rows = pattern.view(k, -1)
+        E = rows.shape[1] // B
+        key = (pos, call, E)
+        if key not in self.streams:
+            self.streams[key] = ActivationStreams(e.flipper, e.seed, self.batch, self.probs,
+                                                  (ACTIVATION, pos, call), E, e.starts)
+        self.streams[key].flip(rows, e.starts[self.index], B, self.counts)
+        self.slots += rows.shape[1] * e.flipper.m
+        return decode(pattern, e.flipper.ref, scale, dtype=x.dtype).reshape(x.shape)
 
 
 def bitflip_sweep(
@@ -261,125 +419,43 @@ def bitflip_sweep(
     ``activation_sites`` names the modules whose outputs are flipped (default: every
     Conv/Linear layer). ``layers`` names the layers whose weights/biases are flipped.
     ``baseline`` also evaluates p = 0 (storage rounding or quantization only), the
-    reference peak accuracy.
+    reference peak accuracy. Results depend on ``seed`` and the data, not on
+    ``batch_size``, ``batch_instances`` or the number of processes.
     """
-    targets = list(dict.fromkeys(targets))
-    bad = [t for t in targets if t not in TARGETS]
-    if bad or not targets:
-        raise ValueError(f"targets {bad or targets}: expected a non-empty subset of {', '.join(TARGETS)}")
     if repeats < 1:
         raise ValueError(f"repeats = {repeats}: expected >= 1")
     grid = np.asarray(p, dtype=float) if p is not None else p_grid(p_min, p_max, points_per_decade)
     if grid.ndim != 1 or grid.size < 1 or np.any(~np.isfinite(grid)) or np.any(grid < 0) or np.any(grid > 1):
         raise ValueError("p: expected probabilities in [0, 1]")
-    BitFlipModel(0.0, 0.0, storage, mask)  # validates storage and mask
     dev = local_device(None if device is None else str(device))
     dist = dist or context(dev)
-    dtype = torch.float64 if storage == "float64" else torch.float32
-    wlayers = list(default_layers(model) if layers is None else layers)
-    stack = wlayers if ("weights" in targets or "biases" in targets) else []
-    stacked = StackedModel(model, layers=stack, strategy=strategy, device=dev)
-    stacked.model.to(dtype)
-    batches = [(x.to(dtype), y) for x, y in as_batches(data, batch_size, dev, limit)]
-    sites = list(default_layers(model) if activation_sites is None else activation_sites) if "activations" in targets else []
-    modules = dict(stacked.named_modules())
-    missing = [s for s in sites if s not in modules]
-    if missing:
-        raise ValueError(f"activation site {missing[0]!r}: no such module")
-
-    # static int8 scales of the activation sites, from a clean pass (Emonds Sec. 6.2)
-    scales: dict[str, torch.Tensor] = {}
-    if storage == "int8" and sites:
-        peaks = {s: torch.zeros((), dtype=dtype, device=dev) for s in sites}
-        handles = [
-            modules[s].register_forward_hook(
-                lambda m, i, o, s=s: peaks.__setitem__(s, torch.maximum(peaks[s], o.detach().abs().amax()))
-            )
-            for s in sites
-        ]
-        evaluate(stacked, batches, 1)
-        for h in handles:
-            h.remove()
-        scales = {s: torch.where(v > 0, v / 127.0, torch.ones_like(v)) for s, v in peaks.items()}
-
-    state: dict[str, _Injector | None] = {"inj": None}
-
-    def hook(site: str):
-        def fn(module, inputs, out):
-            inj = state["inj"]
-            if inj is None or not isinstance(out, torch.Tensor):
-                return out
-            k, B = stacked.ctx.k, stacked.ctx.batch
-            x = out if out.shape[0] == k * B else out.repeat(k, *([1] * (out.dim() - 1)))
-            parts = []
-            for i in range(k):
-                v, c = _store(x[i * B : (i + 1) * B], inj.models[i], inj.gens[site][i], scales.get(site))
-                parts.append(v)
-                inj.flips[i] += c
-            inj.slots += parts[0].numel() * len(inj.models[0].mask_bits())
-            return parts[0] if k == 1 else torch.cat(parts)
-
-        return fn
-
-    handles = [modules[s].register_forward_hook(hook(s)) for s in sites]
-    nbits = len(BitFlipModel(0.0, 0.0, storage, mask).mask_bits())
-
-    def run(batch: list[int], probs: Sequence[float]) -> dict[str, np.ndarray]:
-        k = len(batch)
-        bfm = [BitFlipModel(float(q), float(q), storage, mask) for q in probs]
-        out: dict[str, np.ndarray] = {}
-        for t, tag in (("weights", PROGRAM), ("biases", BIAS)):
-            count = np.zeros(k, dtype=np.int64)
-            if t in targets:
-                for pos, name in enumerate(stacked.layers):
-                    base = stacked.base(name)
-                    src = base.weight if t == "weights" else base.bias
-                    if src is None:
-                        continue
-                    gens = generators(instance_seeds(seed, batch, tag, pos), dev)
-                    vals = []
-                    for i in range(k):
-                        v, c = _store(src.detach(), bfm[i], gens[i])
-                        vals.append(v)
-                        count[i] += c
-                    stacked.set(name, **{"weight" if t == "weights" else "bias": torch.stack(vals)})
-            out[f"flips_{t}"] = count
-        inj = _Injector(bfm, seed, batch, sites, dev) if sites else None
-        state["inj"] = inj
-        try:
-            vals = metric_arrays(evaluate(stacked, batches, k), ("accuracy", "loss"))
-        finally:
-            state["inj"] = None
-        out.update(vals)
-        out["flips_activations"] = inj.flips if inj is not None else np.zeros(k, dtype=np.int64)
-        out["slots_activations"] = np.full(k, inj.slots if inj is not None else 0, dtype=np.int64)
-        return out
+    engine = BitflipEngine(model, data, storage, targets, mask, seed, activation_sites, layers, batch_size, dev,
+                           strategy, limit)
+    targets = engine.targets
+    keys = ["accuracy", "loss", "flips_weights", "flips_biases", "flips_activations", "slots_activations"]
 
     def step(batch: list[int]) -> dict[str, np.ndarray]:
         if not batch:
-            keys = ["accuracy", "loss", "flips_weights", "flips_biases", "flips_activations", "slots_activations"]
             return {key: np.zeros((0,)) for key in keys}
-        return run(batch, [grid[j // repeats] for j in batch])
+        return engine.run(batch, [grid[j // repeats] for j in batch])
 
     t0 = time.perf_counter()
-    try:
-        base = run([-1], [0.0]) if baseline else None  # storage rounding / quantization only
+    with engine:
+        base = engine.run([-1], [0.0]) if baseline else None  # storage rounding / quantization only
         bi = batch_instances or default_batch_instances(dev)
-        total = grid.size * repeats
-        _, vals = run_instances(range(total), step, bi, dist, progress, desc=f"bitflip {storage}")
-    finally:
-        for h in handles:
-            h.remove()
-        stacked.clear()
+        _, vals = run_instances(range(grid.size * repeats), step, bi, dist, progress, desc=f"bitflip {storage}")
+    stacked, nbits = engine.stacked, engine.flipper.m
     shape = (grid.size, repeats)
     slots = {
         "weights": sum(stacked.base(n).weight.numel() for n in stacked.layers) * nbits,
         "biases": sum(stacked.base(n).bias.numel() for n in stacked.layers if stacked.base(n).bias is not None) * nbits,
-        "activations": int((base or vals)["slots_activations"][0]) if (base or vals["slots_activations"].size) else 0,
+        "activations": _activation_slots(base or vals),
     }
     flips = {t: vals[f"flips_{t}"].reshape(shape).astype(np.int64) for t in targets}
     acc = vals["accuracy"].reshape(shape)
-    k_classes = num_classes or _num_classes(stacked, batches)
+    if not (num_classes or engine.num_outputs):  # this rank ran nothing: one clean pass for K
+        engine.clean()
+    k_classes = num_classes or engine.num_outputs
     mfit = None
     if fit and grid.size >= 2 and np.all(grid > 0):
         with np.errstate(over="ignore"):
@@ -397,15 +473,15 @@ def bitflip_sweep(
         fit=mfit,
         seed=seed,
         num_classes=k_classes,
-        num_images=sum(int(x.shape[0]) for x, _ in batches),
+        num_images=engine.num_images,
         seconds=time.perf_counter() - t0,
-        activation_sites=sites,
+        activation_sites=engine.sites,
     )
 
 
-def _num_classes(stacked: StackedModel, batches) -> int:
-    x = batches[0][0][:1]
-    return int(stacked.forward(x, 1).shape[-1])
+def _activation_slots(vals: dict[str, np.ndarray]) -> int:
+    s = vals["slots_activations"]
+    return int(s[0]) if s.size else 0
 
 
 # -------------------------------------------------------------------- tables

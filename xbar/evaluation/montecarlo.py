@@ -168,6 +168,8 @@ class MonteCarloResult:
     """Per-instance metrics of a Monte Carlo study, with KPP and summary statistics.
 
     ``per_instance[metric][j]`` belongs to global instance ``indices[j]`` (0..n-1).
+    ``metric`` (the default of ``kpp``, ``interval``, ``mean`` and ``std``) is accuracy
+    when it was recorded, else the first recorded metric (e.g. ``metrics=("loss",)``).
     """
 
     per_instance: dict[str, np.ndarray]
@@ -187,24 +189,32 @@ class MonteCarloResult:
     def n(self) -> int:
         return int(self.indices.size)
 
-    def values(self, metric: str = "accuracy") -> np.ndarray:
+    @property
+    def metric(self) -> str:
+        """The headline metric: accuracy when recorded, else the first one."""
+        return "accuracy" if "accuracy" in self.per_instance else next(iter(self.per_instance), "accuracy")
+
+    def values(self, metric: str | None = None) -> np.ndarray:
+        metric = metric or self.metric
         if metric not in self.per_instance:
             raise KeyError(f"metric {metric!r}: this result has {', '.join(self.per_instance)}")
         return self.per_instance[metric]
 
-    def kpp(self, k: float | None = None, metric: str = "accuracy") -> float:
+    def kpp(self, k: float | None = None, metric: str | None = None) -> float:
         """k-th percentile performance (default ``percentile``), from the bad end of ``metric``."""
         k = self.percentile if k is None else k
+        metric = metric or self.metric
         x = self.values(metric)
         if HIGHER_IS_BETTER.get(metric, True):
             return _kpp.kpp(x, k, self.rule)
         return -_kpp.kpp(-x, k, self.rule)
 
     def interval(
-        self, k: float | None = None, metric: str = "accuracy", confidence: float | None = None
+        self, k: float | None = None, metric: str | None = None, confidence: float | None = None
     ) -> tuple[float | None, float | None]:
         """Distribution-free confidence interval of ``kpp(k)`` (see ``kpp.py``)."""
         k = self.percentile if k is None else k
+        metric = metric or self.metric
         c = self.confidence if confidence is None else confidence
         x = self.values(metric)
         if HIGHER_IS_BETTER.get(metric, True):
@@ -214,13 +224,15 @@ class MonteCarloResult:
 
     @property
     def mean(self) -> float:
-        return float(np.mean(self.values("accuracy")))
+        """Mean of ``metric`` over the instances."""
+        return float(np.mean(self.values()))
 
     @property
     def std(self) -> float:
-        return float(np.std(self.values("accuracy"), ddof=1)) if self.n > 1 else 0.0
+        return float(np.std(self.values(), ddof=1)) if self.n > 1 else 0.0
 
-    def summary(self, metric: str = "accuracy", k: float | None = None) -> dict:
+    def summary(self, metric: str | None = None, k: float | None = None) -> dict:
+        metric = metric or self.metric
         x = self.values(metric)
         k = self.percentile if k is None else k
         lo, hi = self.interval(k, metric)
@@ -239,6 +251,7 @@ class MonteCarloResult:
         k = self.percentile
         out = {
             "study": "monte_carlo",
+            "metric": self.metric,
             "preset": self.preset,
             "n": self.n,
             "seed": self.seed,

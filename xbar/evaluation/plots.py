@@ -62,8 +62,9 @@ def _save(fig, path: str | os.PathLike, force: bool) -> Path:
     return atomic_write(path, lambda t: fig.savefig(t, format=fmt, dpi=120), force=force)
 
 
-def plot_distribution(result, path, ks: Sequence[float] = (1, 5, 10), force: bool = False, metric: str = "accuracy") -> Path:
+def plot_distribution(result, path, ks: Sequence[float] = (1, 5, 10), force: bool = False, metric: str | None = None) -> Path:
     """Histogram and empirical CDF of a Monte Carlo study with the KPP of each k marked (TRICE Fig. 2)."""
+    metric = metric or result.metric
     x = np.asarray(result.values(metric), dtype=float)
     x = x[np.isfinite(x)]
     fig, (ax1, ax2) = _figure(ncols=2)
