@@ -46,6 +46,6 @@ def test_demo_refuses_a_directory_it_did_not_write(tmp_path, capsys):
 
 
 def test_table_formats_percentages_and_open_intervals():
-    row = {"clean": 0.98, "mean": 0.9, "std": 0.05, "kpp1": 0.75, "kpp1_interval": [None, 0.8]}
+    row = {"clean": 0.98, "stored": 0.97, "mean": 0.9, "std": 0.05, "kpp1": 0.75, "kpp1_interval": [None, 0.8]}
     text = table([("trice", row)], "model")
-    assert "98.0%" in text and "75.0%" in text and "[-, 80.0%]" in text
+    assert "98.0%" in text and "97.0%" in text and "75.0%" in text and "[-, 80.0%]" in text

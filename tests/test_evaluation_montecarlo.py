@@ -265,3 +265,22 @@ def test_converted_model_carries_its_preset_and_tile_weights():
     b = monte_carlo(model, digits(), "fefet1", n=3, seed=2, progress=False, limit=100)
     assert a.preset == "fefet1"
     np.testing.assert_array_equal(a.per_instance["loss"], b.per_instance["loss"])
+
+
+def test_stored_accuracy_is_the_quantized_noise_free_model_and_bounds_a_noise_free_study():
+    """``stored`` evaluates dm.target(w) per layer; with the noise switched off every instance equals it."""
+    model, (x, y) = lenet(), digits().test.tensors
+    preset = presets.load("rram-uniform", sigma_d=0.0)
+    dm = preset.device_model()
+    quantized = copy.deepcopy(model)
+    with torch.no_grad():
+        for m in quantized.modules():
+            if isinstance(m, nn.Conv2d | nn.Linear):
+                m.weight.copy_(dm.target(m.weight))
+        want = float((quantized(x).argmax(1) == y).double().mean())
+        clean = float((model(x).argmax(1) == y).double().mean())
+    r = monte_carlo(model, (x, y), preset, n=3, progress=False)
+    assert r.stored["accuracy"] == pytest.approx(want, abs=1e-12)
+    assert r.clean["accuracy"] == pytest.approx(clean, abs=1e-12)
+    assert np.all(r.values("accuracy") == r.stored["accuracy"])
+    assert r.to_dict()["stored"]["accuracy"] == r.stored["accuracy"]

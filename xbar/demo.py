@@ -76,6 +76,7 @@ def _stats(result) -> dict[str, Any]:
     lo, hi = result.interval(1.0)
     return {
         "clean": result.clean["accuracy"],
+        "stored": result.stored["accuracy"],
         "mean": result.mean,
         "std": result.std,
         "kpp1": result.kpp(1.0),
@@ -89,14 +90,14 @@ def _pct(x: float | None) -> str:
 
 
 def table(rows: list[tuple[str, dict[str, Any]]], first: str) -> str:
-    """A fixed-width table of clean / mean / std / 1st-percentile accuracy."""
+    """A fixed-width table of float / stored / mean / std / 1st-percentile accuracy."""
     width = max(len(first), *(len(r[0]) for r in rows))
-    head = f"{first:<{width}}  clean    mean     std    1st pct  (95% interval)"
+    head = f"{first:<{width}}  float   stored    mean     std    1st pct  (95% interval)"
     lines = [head, "-" * len(head)]
     for name, s in rows:
         lo, hi = s["kpp1_interval"]
         lines.append(
-            f"{name:<{width}}  {_pct(s['clean'])}  {_pct(s['mean'])}  {100 * s['std']:5.1f}   {_pct(s['kpp1'])}"
+            f"{name:<{width}}  {_pct(s['clean'])}  {_pct(s['stored'])}  {_pct(s['mean'])}  {100 * s['std']:5.1f}   {_pct(s['kpp1'])}"
             f"   [{_pct(lo).strip()}, {_pct(hi).strip()}]"
         )
     return "\n".join(lines)
@@ -178,7 +179,8 @@ def run(cfg: DemoConfig, say: Callable[[str], None] = _print) -> dict[str, Any]:
             out["presets"][pname] = stats
             rows.append((pname, stats))
         say(table(rows, "preset"))
-        say("(each preset at its own shipped noise level; clean = quantized as the preset stores weights)")
+        say("(each preset at its own shipped noise level; float: the trained weights, stored: as the devices "
+            "store them, before noise)")
         say("")
 
     out["seconds"] = time.perf_counter() - t_start

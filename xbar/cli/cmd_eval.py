@@ -103,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
     text = "\n".join(
         [
             f"xbar eval: {S.header(info, r.num_images)}, preset {r.preset}, {r.n} instances (seed {args.seed})",
-            f"clean accuracy      {r.clean['accuracy']:.4f}",
+            f"clean accuracy      {r.clean['accuracy']:.4f} (float weights)",
+            f"stored accuracy     {r.stored['accuracy']:.4f} (as the devices store it, before noise)",
             f"mean accuracy       {r.mean:.4f} (std {r.std:.4f}, min {r.per_instance['accuracy'].min():.4f})",
             f"{ordinal(k) + ' percentile':<19} {r.kpp():.4f}  (x_({result['order_statistic']}) of {r.n}; "
             f"{100 * r.confidence:g}% CI [{fmt(lo)}, {fmt(hi) if hi is not None else '+inf'}])",

@@ -179,6 +179,7 @@ class MonteCarloResult:
     percentile: float = 1.0
     confidence: float = 0.95
     clean: dict[str, float] = field(default_factory=dict)
+    stored: dict[str, float] = field(default_factory=dict)
     layers: list[str] = field(default_factory=list)
     num_images: int = 0
     seconds: float = 0.0
@@ -265,6 +266,7 @@ class MonteCarloResult:
             "std": self.std,
             "metrics": {m: self.summary(m) for m in self.per_instance},
             "clean": dict(self.clean),
+            "stored": dict(self.stored),
             "layers": list(self.layers),
             "num_images": self.num_images,
             "seconds": self.seconds,
@@ -312,10 +314,18 @@ def _programmer(
     return load
 
 
-def clean_metrics(stacked: StackedModel, batches, metrics: Sequence[str]) -> dict[str, float]:
-    """Metrics of the noise-free model (all stacks cleared)."""
+def clean_metrics(
+    stacked: StackedModel, batches, metrics: Sequence[str], dm: DeviceModel | None = None
+) -> dict[str, float]:
+    """Metrics of the noise-free float model (all stacks cleared), or with ``dm`` of the
+    noise-free stored one: every stacked layer holding ``dm.target(w)``, its weights as
+    the device stores them (H-bit quantized; unchanged for analog storage)."""
     stacked.clear()
+    if dm is not None:
+        for name in stacked.layers:
+            stacked.set(name, weight=dm.target(stacked.base(name).weight.detach())[None])
     vals = metric_arrays(evaluate(stacked, batches, 1, loss="loss" in metrics), metrics)
+    stacked.clear()
     return {m: float(v[0]) for m, v in vals.items()}
 
 
@@ -371,6 +381,7 @@ def monte_carlo(
     batches = as_batches(data, batch_size, dev, limit)
     num_images = sum(int(x.shape[0]) for x, _ in batches)
     clean = clean_metrics(stacked, batches, metrics)
+    stored = clean_metrics(stacked, batches, metrics, dm)
     load = _programmer(stacked, dm, seed, noisy_bias)
 
     def step(batch: list[int]) -> dict[str, np.ndarray]:
@@ -409,6 +420,7 @@ def monte_carlo(
         percentile=percentile,
         confidence=confidence,
         clean=clean,
+        stored=stored,
         layers=list(stacked.layers),
         num_images=num_images,
         seconds=time.perf_counter() - t0,
