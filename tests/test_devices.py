@@ -321,3 +321,163 @@ def test_rank_k_kronecker_sampling_has_the_top_k_covariance() -> None:
     top = (vecs[:, -4:] * vals[-4:]) @ vecs[:, -4:].T
     z = _cov_zscores(f.reshape(30000, -1), top)
     assert z.abs().max() < stats.norm.ppf(1 - ALPHA / (2 * z.numel()))
+
+
+# ------------------------------------------- closed form vs per device vs injection
+def _signed_codes() -> torch.Tensor:
+    """Every signed 4-bit code -15..15 (s = 1: codes are the weights), both signs of zero's neighbours."""
+    return torch.arange(-15, 16, dtype=torch.float64)
+
+
+def _moments_agree(x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> bool:
+    """Sample means within z-bounds of ``mean`` and variances within chi-square bounds of ``var``.
+
+    Bonferroni over the weights of both checks at the module's false-alarm rate.
+    """
+    n = x.shape[0]
+    z = (x.double().mean(0) - mean) / (var / n).sqrt()
+    return bool(z.abs().max() < stats.norm.ppf(1 - ALPHA / (4 * mean.numel()))) and chi2_variance_ok(x, var)
+
+
+@pytest.mark.parametrize("sign", ["magnitude", "differential"])
+def test_correlated_mean_recombines_like_a_level_offset(sign: str) -> None:
+    """Field N(mu, sigma_c^2 K) on every device (DAT III-A) through Eq. 14.
+
+    Mean: s mu sum_p sign_p sum_i 2^(iB) (5 mu for magnitude, 0 for a differential
+    pair), times the digital sign; variance: s^2 sum_p sum_i 4^(iB) (sigma_d^2 + sigma_c^2).
+    The closed form (``program``) and the per-device path must both match it.
+    """
+    cfg = MappingConfig(weight_bits=4, bits_per_device=2, sign=sign, tile_rows=8, tile_cols=8)
+    mu, sig_c, sig_d = 0.1, 0.1, 0.05
+    model = DeviceModel(cfg, ProgrammingNoise(sigma_d=sig_d), KroneckerCovariance(sigma=sig_c, length_rows=2.0, mean=mu))
+    w = _signed_codes()
+    planes = 2 if sign == "differential" else 1
+    mean = w.sign().where(w != 0, torch.ones_like(w)) * mu * (5.0 if planes == 1 else 0.0)
+    var = torch.full_like(w, 17 * planes * (sig_d**2 + sig_c**2))
+    n = 4000
+    closed = model.program(w, n, torch.Generator().manual_seed(11)) - w
+    devices = model.program_devices(w, n, torch.Generator().manual_seed(12)).weights() - w
+    assert _moments_agree(closed, mean, var)
+    assert _moments_agree(devices, mean, var)
+
+
+def test_correlated_mean_reproducer_from_review() -> None:
+    """reram-correlated-a with correlation.mean = 0.1: differential, so the mean cancels in both paths."""
+    from xbar import presets, sample_weights
+
+    p = presets.load("reram-correlated-a", **{"correlation.mean": 0.1})
+    w = torch.ones(16, 16)
+    dm = p.device_model()
+    n = 500
+    sd = dm.weight_std(w)[0, 0].item() * math.sqrt(1 + (0.1 / 0.05) ** 2)  # independent + correlated
+    bound = stats.norm.ppf(1 - ALPHA / 2) * sd / math.sqrt(n * 256) * 8  # correlated neighbours: <= 8x the iid error
+    assert abs((sample_weights(w, p, n, generator=torch.Generator().manual_seed(0)) - dm.target(w)).mean()) < bound
+    assert abs((dm.program_devices(w, n, torch.Generator().manual_seed(1)).weights() - dm.target(w)).mean()) < bound
+
+
+def _offset_model(sign: str) -> DeviceModel:
+    """Per-level sigma and mean offsets plus a correlated field with a mean: every part of programming."""
+    cfg = MappingConfig(weight_bits=4, bits_per_device=2, sign=sign, tile_rows=8, tile_cols=8)
+    prog = ProgrammingNoise(sigma_d=0.05, level_multipliers=(1.0, 3.0, 2.0, 1.0), mean_levels=(0.0, 0.05, -0.04, 0.02))
+    return DeviceModel(cfg, prog, KroneckerCovariance(sigma=0.05, length_cols=1.5, mean=0.03))
+
+
+@pytest.mark.parametrize("sign", ["magnitude", "differential"])
+def test_gaussian_injection_has_the_programming_distribution(sign: str) -> None:
+    """target + inject_noise at sigma_scale 1 (Gaussian) has program()'s mean and variance per weight.
+
+    The reference is the per-device programming (``program_devices``): each weight's mean
+    is its Eq. 14 offset, its variance the Eq. 14 variance plus the field's.
+    """
+    model = _offset_model(sign)
+    w = _signed_codes().reshape(1, -1).expand(2, -1).contiguous()  # two outputs
+    n = 3000
+    ref = model.program_devices(w, 6000, torch.Generator().manual_seed(3)).weights()
+    mean = ref.double().mean(0)
+    var = ref.double().var(0)
+    gen = torch.Generator().manual_seed(4)
+    inj = torch.stack([model.target(w) + model.inject_noise(w, NoiseFamily(), 1.0, gen) for _ in range(n)])
+    prog = model.program(w, n, torch.Generator().manual_seed(5))
+    # two-sample comparisons against the reference: Var(mean difference) = var (1/n + 1/6000)
+    for x in (inj, prog):
+        z = (x.double().mean(0) - mean) / (var * (1 / n + 1 / 6000)).sqrt()
+        assert z.abs().max() < stats.norm.ppf(1 - ALPHA / (4 * w.numel()))
+        # variance ratio of two samples ~ F(n - 1, 6000 - 1)
+        f = x.double().var(0) / var
+        lo, hi = stats.f.ppf(ALPHA / (4 * w.numel()), n - 1, 5999), stats.f.ppf(1 - ALPHA / (4 * w.numel()), n - 1, 5999)
+        assert bool(((f > lo) & (f < hi)).all())
+    # the offsets are there: some weights' means differ from the target by many standard errors
+    z0 = (mean - model.target(w).double()) / (var / 6000).sqrt()
+    assert z0.abs().max() > 10
+
+
+def test_sigma_scale_scales_only_the_fluctuation() -> None:
+    """sigma_scale = 0.5: same mean (offsets, field mean), a quarter of the variance."""
+    model = _offset_model("magnitude")
+    w = _signed_codes()
+    n = 4000
+    gen = torch.Generator().manual_seed(6)
+    full = torch.stack([model.inject_noise(w, NoiseFamily(), 1.0, gen) for _ in range(n)]).double()
+    half = torch.stack([model.inject_noise(w, NoiseFamily(), 0.5, gen) for _ in range(n)]).double()
+    var = full.var(0)
+    z = (half.mean(0) - full.mean(0)) / (var * 1.25 / n).sqrt()
+    assert z.abs().max() < stats.norm.ppf(1 - ALPHA / (2 * w.numel()))
+    f = 4 * half.var(0) / var
+    lo, hi = stats.f.ppf(ALPHA / (4 * w.numel()), n - 1, n - 1), stats.f.ppf(1 - ALPHA / (4 * w.numel()), n - 1, n - 1)
+    assert bool(((f > lo) & (f < hi)).all())
+    # no fluctuation at all at sigma_scale = 0: the offsets remain, exactly the closed-form shift
+    zero = model.inject_noise(w, NoiseFamily(), 0.0, gen)
+    assert torch.allclose(zero, model.weight_mean_shift(w) + 0.03 * 5 * torch.where(w < 0, -1.0, 1.0).double())
+
+
+@pytest.mark.parametrize("preset", ["rram-uniform", "fefet1", "reram-correlated-a", "pcm"])
+@pytest.mark.parametrize("kind", ["gaussian", "right-censored"])
+def test_training_weight_is_target_plus_injected_noise_with_straight_through_gradient(preset: str, kind: str) -> None:
+    """training_weight draws what target + inject_noise draws (same generator state) and its gradient is 1."""
+    model = load(preset).device_model()
+    w = torch.randn(24, 40, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    fam = NoiseFamily(kind, 2.0)
+    tw = model.training_weight(w, fam, 0.7, torch.Generator().manual_seed(9))
+    ref = model.target(w.detach()) + model.inject_noise(w, fam, 0.7, torch.Generator().manual_seed(9))
+    torch.testing.assert_close(tw.detach(), ref)
+    g = torch.randn(24, 40)
+    (tw * g).sum().backward()
+    assert torch.equal(w.grad, g)
+
+
+def test_seeds_must_match_the_instance_count() -> None:
+    from xbar import presets, sample_weights
+
+    w = torch.randn(4, 5)
+    p = presets.load("fefet1")
+    with pytest.raises(ValueError, match="seeds has 10 entries: expected n = 3"):
+        sample_weights(w, p, n=3, seeds=range(10))
+    assert sample_weights(w, p, n=3, seeds=range(3)).shape == (3, 4, 5)
+    assert torch.equal(p.device_model().program(w, seeds=[7, 8]), sample_weights(w, p, 2, seeds=[7, 8]))
+    with pytest.raises(ValueError, match="expected n = 1"):
+        p.device_model().program_devices(w, 1, seeds=[1, 2])
+
+
+def test_bit_pattern_presets_count_one_cell_per_stored_bit() -> None:
+    from xbar.devices import BitFlipModel
+
+    assert load("hfox-bitflip").device_model().devices_per_weight == 32
+    assert load("hfox-bitflip", storage="int8").devices_per_weight == 8
+    assert load("fefet1").devices_per_weight == 2 and load("reram-correlated-a").devices_per_weight == 4
+    cfg = MappingConfig(weight_bits=0)
+    flips = BitFlipModel(p_0to1=1e-3, p_1to0=1e-3, storage="float16")
+    assert DeviceModel(cfg, bitflip=flips, bitflip_targets=("activations",)).devices_per_weight == 2
+    assert DeviceModel(cfg, bitflip=flips).devices_per_weight == 16
+
+
+@pytest.mark.parametrize("rank", [0, 3])
+def test_kronecker_transposed_and_scaled_samples_are_the_same_fields(rank: int) -> None:
+    """``transposed`` lays the same draw out as [cols, rows]; ``scale`` multiplies the fluctuation, not the mean."""
+    k = KroneckerCovariance(sigma=0.3, length_rows=2.0, length_cols=1.0, mean=0.2, rank=rank)
+    args = (10, 7, 3, 4, 4)  # partial tiles on both axes
+    plain = k.sample(*args, torch.Generator().manual_seed(5), dtype=torch.float64)
+    moved = k.sample(*args, torch.Generator().manual_seed(5), dtype=torch.float64, transposed=True, scale=2.0)
+    assert moved.shape == (3, 7, 10)
+    torch.testing.assert_close(moved, 2.0 * (plain.transpose(1, 2) - 0.2) + 0.2)
+    centered = k.sample(*args, torch.Generator().manual_seed(5), dtype=torch.float64, centered=True)
+    torch.testing.assert_close(centered, plain - 0.2)

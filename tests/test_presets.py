@@ -45,7 +45,7 @@ def test_ambiguous_and_unknown_overrides_say_what_to_do() -> None:
         presets.load("fefet1", scale=0.5)
     with pytest.raises(InputError, match="no preset section has this field"):
         presets.load("fefet1", sigmad=0.1)
-    with pytest.raises(InputError, match="level_multipliers has 4 entries: expected 8"):
+    with pytest.raises(InputError, match=r"\[programming\]\.level_multipliers = \[1\.0, 4\.0, 4\.0, 1\.0\] has 4 entries: expected 8"):
         presets.load("fefet1", bits_per_device=3, weight_bits=6)
 
 
@@ -73,8 +73,28 @@ bits_per_device = 2
 
 # (extra TOML appended or replacing the base, expected message fragment)
 MALFORMED = [
-    ("[programming]\nsigma_d = -0.1\n", "sigma_d = -0.1: expected >= 0"),
-    ("[programming]\nsigma_d = 0.1\nlevel_multipliers = [1.0, 2.0]\n", "level_multipliers has 2 entries: expected 4"),
+    ("[programming]\nsigma_d = -0.1\n", "[programming].sigma_d = -0.1: expected >= 0"),
+    (
+        "[programming]\nsigma_d = 0.1\nlevel_multipliers = [1.0, 2.0, 3.0]\n",
+        "[programming].level_multipliers = [1.0, 2.0, 3.0] has 3 entries: expected 4",
+    ),
+    (
+        "[programming]\nsigma_d = 0.1\nmean_levels = ['a', 'b', 'c', 'd']\n",
+        "[programming].mean_levels = ['a', 'b', 'c', 'd']: expected a list of numbers",
+    ),
+    ("[programming]\nsigma_d = 0.1\nmean_levels = 0.1\n", "[programming].mean_levels = 0.1: expected a list of numbers"),
+    ("[drift]\nnu_mean_log = [0.1]\n", "[drift].nu_mean_log = [0.1]: expected a list of 2 numbers, got 1"),
+    (
+        "[drift]\nnu_mean_log = [-0.01, 0.02]\nnu_mean_clip = [1]\n",
+        "[drift].nu_mean_clip = [1]: expected a list of 2 numbers, got 1",
+    ),
+    (
+        "[drift]\nnu_mean_log = [-0.01, 0.02]\nnu_std_levels = [0.0, 0.0, 0.0, 0.0]\n",
+        "[drift].nu_std_levels: per-level stds need per-level means",
+    ),
+    ("[bitflip]\np_0to1 = 0.1\n", "[bitflip].p_1to0: missing; expected a number"),
+    ("[correlation]\nlength_rows = 2.0\n", "[correlation].sigma: missing; expected a number"),
+    ("[read_noise]\nsigma_levels = [0.1, 0.1]\n", "[read_noise].sigma_levels = [0.1, 0.1] has 2 entries: expected 4"),
     ("[programming]\nsigma_d = 'big'\n", "[programming].sigma_d = 'big': expected a number"),
     ("[programming]\nsigma_d = nan\n", "expected a finite number"),
     ("[bitflip]\np_0to1 = 1.5\np_1to0 = 0.0\n", "p_0to1"),
@@ -84,7 +104,7 @@ MALFORMED = [
     ("[correlation]\nsigma = 0.1\nlength_rows = -2.0\n", "length_rows = -2.0"),
     ("[injection]\nfamily = 'uniform'\n", "family = 'uniform'"),
     ("[drift]\nt0_s = 0.0\nnu_mean_levels = [0.0, 0.1, 0.1, 0.1]\n", "t0_s = 0.0: expected > 0"),
-    ("[drift]\nnu_mean_levels = [0.0, 0.1]\n", "nu_mean_levels has 2 entries: expected 4"),
+    ("[drift]\nnu_mean_levels = [0.0, 0.1]\n", "[drift].nu_mean_levels = [0.0, 0.1] has 2 entries: expected 4"),
     ("[drift]\nt0_s = 20.0\n", "exactly one of nu_mean_levels or nu_mean_log"),
     ("[read_noise]\nsigma_levels = [0.1, -0.1, 0.0, 0.0]\n", "sigma_levels"),
     ("[programming]\nsigmaa_d = 0.1\n", "[programming].sigmaa_d: unknown field"),

@@ -22,6 +22,8 @@ def test_presets_list_table_and_json(capsys: pytest.CaptureFixture[str]) -> None
     assert [r["name"] for r in rows] == presets.names()
     fefet = next(r for r in rows if r["name"] == "fefet1")
     assert fefet["devices_per_weight"] == 2 and fefet["effects"] == ["programming"]
+    flips = next(r for r in rows if r["name"] == "hfox-bitflip")  # float32 bit by bit on binary cells
+    assert flips["devices_per_weight"] == 32 and flips["storage"].startswith("float32 bit patterns")
 
 
 def test_presets_show_table(capsys: pytest.CaptureFixture[str]) -> None:
@@ -33,6 +35,8 @@ def test_presets_show_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert "[drift]" in out and "nu_mean_log" in out and "[-0.0155, 0.0244]" in out
     assert main(["presets", "show", "fefet1"]) == 0
     assert "4 levels per device" in capsys.readouterr().out
+    assert main(["presets", "show", "hfox-bitflip"]) == 0
+    assert "32 device(s) per weight, 2 levels per device" in capsys.readouterr().out
 
 
 def test_presets_show_json_and_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -182,6 +182,15 @@ def test_tile_map_counts_crossbars_and_devices() -> None:
     assert "classifier.0" in table and "total" in table.splitlines()[-1]
 
 
+def test_tile_map_of_bit_pattern_storage_counts_one_cell_per_bit() -> None:
+    """hfox-bitflip stores float32 weights bit by bit on binary cells: 32 devices (and arrays) per weight."""
+    rows = {r["name"]: r for r in tiles.tile_map(xbar.convert(models.build("lenet"), "hfox-bitflip"))}
+    fc = rows["classifier.0"]
+    assert fc["devices_per_weight"] == 32 and fc["arrays"] == 4 * 32 and fc["devices"] == 784 * 120 * 32
+    int8 = xbar.convert(models.build("lenet"), presets.load("hfox-bitflip", storage="int8"))
+    assert {r["devices_per_weight"] for r in tiles.tile_map(int8)} == {8}
+
+
 # ---------------------------------------------------------- ideal presets
 @pytest.mark.parametrize("train", [False, True])
 def test_noise_free_analog_preset_equals_digital(train: bool) -> None:

@@ -1,13 +1,53 @@
 """xbar: crossbar emulation for noise-robust deep learning on analog NVM hardware.
 
 Entry points: ``xbar.presets.load``, ``xbar.convert``, ``xbar.sample_weights``;
-training in ``xbar.training``, studies in ``xbar.evaluation``, device fitting in
-``xbar.calibration``, hardware in the loop in ``xbar.hil``.
+models in ``xbar.models``, data in ``xbar.data``, device physics in ``xbar.devices``,
+analog tiles in ``xbar.tiles``, training in ``xbar.training``, studies in
+``xbar.evaluation``, device fitting in ``xbar.calibration``, hardware in the loop in
+``xbar.hil``. The subpackages are imported on first attribute access, so
+``import xbar`` stays cheap and ``xbar.models.build("lenet")`` works without
+importing ``xbar.models`` first.
 """
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
 
 from xbar.sampling import sample_weights
 
 __version__ = "0.1.0"
+
+#: Subpackages (and modules) reachable as ``xbar.<name>`` after ``import xbar``.
+SUBPACKAGES = (
+    "calibration",
+    "checkpoints",
+    "data",
+    "devices",
+    "errors",
+    "evaluation",
+    "fileio",
+    "hil",
+    "mapping",
+    "models",
+    "presets",
+    "sampling",
+    "tiles",
+    "training",
+)
+
+
+def __getattr__(name: str) -> ModuleType:
+    """Import ``xbar.<name>`` on first access (PEP 562)."""
+    if name in SUBPACKAGES:
+        module = importlib.import_module(f"{__name__}.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(SUBPACKAGES))
 
 
 def convert(model, preset, **options):

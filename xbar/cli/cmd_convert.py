@@ -148,4 +148,4 @@ def run(args: argparse.Namespace) -> int:
 def presets_storage(preset) -> str:
     from xbar.cli.cmd_presets import storage
 
-    return storage(preset.mapping)
+    return storage(preset)

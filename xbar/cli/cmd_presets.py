@@ -26,8 +26,16 @@ def _usage(p: argparse.ArgumentParser) -> int:
     return 2
 
 
-def storage(mapping) -> str:
-    """One phrase for how weights are stored, e.g. ``4-bit on 2-bit devices, magnitude``."""
+def storage(preset) -> str:
+    """One phrase for how a preset stores weights, e.g. ``4-bit on 2-bit devices, magnitude``.
+
+    Presets with bit flips on the weights store number-format bit patterns, one bit per
+    binary cell (``float32 bit patterns, 1 bit per binary cell``).
+    """
+    flip = preset.bitflip
+    if flip is not None and "weights" in preset.bitflip_targets:
+        return f"{flip.storage} bit patterns, 1 bit per binary cell"
+    mapping = preset.mapping
     if mapping.analog:
         return f"analog (g_max {mapping.conductance_max_uS:g} uS), {mapping.sign}"
     return f"{mapping.weight_bits}-bit on {mapping.bits_per_device}-bit devices, {mapping.sign}"
@@ -41,13 +49,12 @@ def summary(name: str) -> dict[str, Any]:
     from xbar import presets
 
     p = presets.load(name)
-    m = p.mapping
     return {
         "name": p.name,
         "description": p.description,
         "source": p.source,
-        "storage": storage(m),
-        "devices_per_weight": m.devices_per_weight,
+        "storage": storage(p),
+        "devices_per_weight": p.devices_per_weight,
         "effects": _effects(p.to_dict()),
     }
 
@@ -85,9 +92,9 @@ def run_show(args: argparse.Namespace) -> int:
         "name": p.name,
         "description": p.description,
         "source": p.source,
-        "storage": storage(m),
-        "devices_per_weight": m.devices_per_weight,
-        "levels_per_device": m.levels,
+        "storage": storage(p),
+        "devices_per_weight": p.devices_per_weight,
+        "levels_per_device": 2 if p.stores_bit_patterns else m.levels,
         "preset": data,
     }
     body = []
@@ -101,8 +108,8 @@ def run_show(args: argparse.Namespace) -> int:
     lines = [
         f"{p.name}: {p.description}" if p.description else p.name,
         f"source: {p.source or '(none)'}",
-        f"storage: {storage(m)}; {m.devices_per_weight} device(s) per weight"
-        + (f", {m.levels} levels per device" if m.levels else ""),
+        f"storage: {storage(p)}; {p.devices_per_weight} device(s) per weight"
+        + (f", {result['levels_per_device']} levels per device" if result["levels_per_device"] else ""),
         "",
         _table(["section", "field", "value"], body),
     ]

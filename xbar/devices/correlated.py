@@ -89,27 +89,43 @@ class KroneckerCovariance:
         device=None,
         dtype: torch.dtype = torch.float32,
         z: torch.Tensor | None = None,
+        centered: bool = False,
+        transposed: bool = False,
+        scale: float = 1.0,
     ) -> torch.Tensor:
         """``n`` fields of shape ``[rows, cols]``, each tile an independent draw.
 
-        ``z`` optionally supplies the standard normals ``[n, nr, tr, nc, tc]``.
+        ``z`` optionally supplies the standard normals ``[n, nr, tr, nc, tc]``;
+        ``centered`` leaves the mean out (the zero-mean fluctuation only);
+        ``transposed`` returns the same fields laid out ``[n, cols, rows]`` (contiguous
+        when no tile is partial), the layout of a weight tensor ``[out, in]``;
+        ``scale`` multiplies the fluctuation (applied to the small factors, no extra pass).
         """
         nr, nc, tr, tc = _pad_tiles(rows, cols, tile_rows, tile_cols)
+        mean = 0.0 if centered else self.mean
         if self.rank:
             lr_ = self.low_rank(self.rank, tr, tc)
             k = lr_.rank
             zz = torch.randn((n, nr, nc, k), generator=generator, device=device, dtype=dtype)
-            a = lr_.sqrt_values.to(device=device, dtype=dtype)
+            zz = zz.mul_(lr_.sqrt_values.to(device=device, dtype=dtype) * scale)
             u = lr_.row_vectors.to(device=device, dtype=dtype)
             v = lr_.col_vectors.to(device=device, dtype=dtype)
-            field = torch.einsum("nijk,ak,bk->niajb", zz * a, u, v)
-            return field.reshape(n, nr * tr, nc * tc)[:, :rows, :cols] + self.mean
-        lr, lc = self.factors(tr, tc, device, dtype)
-        if z is None:
-            z = torch.randn((n, nr, tr, nc, tc), generator=generator, device=device, dtype=dtype)
-        field = torch.einsum("ab,nibjc,dc->niajd", lr, z, lc)
-        field = field.reshape(n, nr * tr, nc * tc)[:, :rows, :cols]
-        return field * self.sigma + self.mean
+            # tile (i, j) is U diag(z a) V^T; one batched matmul gives all tiles (or their transposes)
+            if transposed:
+                tiles = torch.matmul(v * zz.transpose(1, 2).contiguous().unsqueeze(-2), u.t())  # [n, nc, nr, tc, tr]
+            else:
+                tiles = torch.matmul(u * zz.unsqueeze(-2), v.t())  # [n, nr, nc, tr, tc]
+            field = tiles.transpose(2, 3)
+        else:
+            lr, lc = self.factors(tr, tc, device, dtype)
+            if z is None:
+                z = torch.randn((n, nr, tr, nc, tc), generator=generator, device=device, dtype=dtype)
+            field = torch.einsum("ab,nibjc,dc->njdia" if transposed else "ab,nibjc,dc->niajd", lr, z, lc)
+            field = field * (self.sigma * scale)
+        shape = (cols, rows) if transposed else (rows, cols)
+        blocks = (nc * tc, nr * tr) if transposed else (nr * tr, nc * tc)
+        field = field.reshape(n, *blocks)[:, : shape[0], : shape[1]]
+        return field + mean if mean else field
 
     def eigenpairs(self, k: int, tile_rows: int, tile_cols: int):
         """Top-k eigenpairs of one tile's covariance without forming it.

@@ -57,6 +57,14 @@ class DriftModel:
             v = getattr(self, name)
             if v is not None and name == "nu_std_levels" and any(not s >= 0 for s in v):
                 raise ValueError(f"{name} = {list(v)}: expected all >= 0")
+        for name in ("nu_mean_log", "nu_std_log", "nu_mean_clip", "nu_std_clip"):
+            v = getattr(self, name)
+            if v is not None and len(v) != 2:
+                raise ValueError(f"{name} = {list(v)}: expected 2 numbers ({'lo, hi' if 'clip' in name else 'a, b'})")
+        if self.nu_std_levels is not None and self.nu_mean_levels is None:
+            raise ValueError("nu_std_levels: per-level stds need per-level means (nu_mean_levels), not nu_mean_log")
+        if self.nu_std_log is not None and self.nu_mean_log is None:
+            raise ValueError("nu_std_log: the log fit of the std needs the log fit of the mean (nu_mean_log)")
         for name in ("nu_mean_clip", "nu_std_clip"):
             lo, hi = getattr(self, name)
             if not lo <= hi:
@@ -70,7 +78,7 @@ class DriftModel:
             if cfg.analog:
                 raise ValueError(f"{name}: per-level tables need discrete levels, but weight_bits = 0 (analog)")
             if len(v) != cfg.levels:
-                raise ValueError(f"{name} has {len(v)} entries: expected {cfg.levels} (2^bits_per_device)")
+                raise ValueError(f"{name} = {list(v)} has {len(v)} entries: expected {cfg.levels} (2^bits_per_device)")
 
     def nu_params(self, levels: torch.Tensor, cfg: MappingConfig) -> tuple[torch.Tensor, torch.Tensor]:
         """(nu_mean, nu_std) of each device given its target level."""
@@ -123,7 +131,10 @@ class ReadNoise:
             return
         n = 1 if cfg.analog else cfg.levels
         if len(self.sigma_levels) != n:
-            raise ValueError(f"sigma_levels has {len(self.sigma_levels)} entries: expected {n}")
+            raise ValueError(
+                f"sigma_levels = {list(self.sigma_levels)} has {len(self.sigma_levels)} entries: expected {n}"
+                + (" (one sigma for analog storage)" if cfg.analog else " (2^bits_per_device)")
+            )
 
     def sigma(
         self, target: torch.Tensor, programmed: torch.Tensor, drifted: torch.Tensor, t: float, cfg: MappingConfig

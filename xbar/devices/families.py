@@ -66,12 +66,7 @@ class NoiseFamily:
                 u = lo + u * (1.0 - lo)
             u = u.clamp(1e-300, 1 - 1e-16)
             return torch.special.ndtri(u).to(dtype)
-        g = torch.randn(shape, generator=generator, device=device, dtype=dtype)
-        if self.kind == "right-censored":
-            return g.clamp(max=th)
-        if self.kind == "left-censored":
-            return g.clamp(min=-th)
-        return g
+        return self.sample_(torch.empty(shape, device=device, dtype=dtype), generator)
 
     def mean(self) -> float:
         """E[x] in closed form (negative for right-censored: TRICE's requirement E[dw] != 0)."""
@@ -96,6 +91,18 @@ class NoiseFamily:
             return (_Phi(th) - th * _phi(th)) + th * th * (1 - _Phi(th))
         # truncated: Var = 1 - th phi/Phi - (phi/Phi)^2 for the right side, mean^2 added back
         return 1.0 - th * _phi(th) / _Phi(th)
+
+    def sample_(self, out: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Fill ``out`` with unit-scale samples of this family in place (no temporaries for the
+        Gaussian and censored families); returns ``out``."""
+        if self.kind.endswith("truncated"):
+            return out.copy_(self.sample(out.shape, generator, out.device, out.dtype))
+        out.normal_(generator=generator)
+        if self.kind == "right-censored":
+            out.clamp_(max=self.threshold)
+        elif self.kind == "left-censored":
+            out.clamp_(min=-self.threshold)
+        return out
 
     def cdf(self, x: float) -> float:
         """CDF of the unit-scale family (for tests and plots)."""

@@ -8,15 +8,18 @@ noise sigma(g) has noise
     dW ~ N( s sum_p sign_p sum_i 2^(iB) mu(g_{p,i}),  s^2 sum_p sum_i 4^(iB) sigma(g_{p,i})^2 ),
 
 so a noisy instance costs one elementwise pass instead of a per-device simulation.
-A correlated component (same covariance for every slice and plane, independent
-between them) adds s * sqrt(sum_p sum_i 4^(iB)) * field, with the field drawn in
-the crossbar layout of the layer. Non-Gaussian families, clipped (analog)
-conductances, drift and read noise are sampled per device and recombined.
+A correlated component N(mu, Sigma) on every device (same covariance for every
+slice and plane, independent between them) recombines like any level offset: its
+mean adds s sum_p sign_p sum_i 2^(iB) mu (zero for a differential pair) and its
+fluctuation adds s sqrt(sum_p sum_i 4^(iB)) eps with eps ~ N(0, Sigma) drawn in the
+crossbar layout of the layer. Non-Gaussian families, clipped (analog) conductances,
+drift and read noise are sampled per device and recombined.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -25,7 +28,8 @@ from xbar.devices.correlated import KroneckerCovariance
 from xbar.devices.drift import DriftModel, ReadNoise
 from xbar.devices.families import NoiseFamily
 from xbar.devices.programming import ProgrammingNoise, lookup
-from xbar.mapping import MappingConfig, crossbar_matrix, quantize, slice_weights
+from xbar.devices.scratch import scratch
+from xbar.mapping import MappingConfig, crossbar_matrix, quantize, slice_weights, straight_through
 from xbar.mapping.slicing import level_sign, recombine, slice_codes
 
 
@@ -33,6 +37,16 @@ def instance_generators(seeds: Sequence[int], device: torch.device | str | None)
     """One generator per Monte Carlo instance, seeded from that instance's own seed."""
     dev = torch.device(device) if device is not None else torch.device("cpu")
     return [torch.Generator(device=dev).manual_seed(int(s)) for s in seeds]
+
+
+def _instance_count(n: int | None, seeds: Iterable[int] | None) -> tuple[int, list[int] | None]:
+    """(``n``, the seeds as a list): ``n`` defaults to one instance per seed; another count is an error."""
+    if seeds is None:
+        return (1 if n is None else n), None
+    seeds = [int(s) for s in seeds]
+    if n is not None and n != len(seeds):
+        raise ValueError(f"seeds has {len(seeds)} entries: expected n = {n} (one seed per instance)")
+    return len(seeds), seeds
 
 
 def _per_instance(draw, n: int, generator, seeds, like: torch.Tensor) -> torch.Tensor:
@@ -106,8 +120,10 @@ class DeviceModel:
 
     @property
     def noise_free(self) -> bool:
+        """Programmed weights are the target weights: no noise, no offsets, no bit flips."""
+        prog = self.programming
         return (
-            (self.programming is None or self.programming.is_zero)
+            (prog is None or (prog.is_zero and not prog.has_offsets))
             and (self.correlation is None or (self.correlation.sigma == 0 and self.correlation.mean == 0))
             and self.bitflip is None
         )
@@ -119,9 +135,35 @@ class DeviceModel:
         q, s = quantize(weights, self.mapping)
         return q * s
 
-    def _gain2(self, dtype, device) -> torch.Tensor:
-        g = torch.tensor(self.mapping.slice_gains(), dtype=dtype, device=device)
-        return (g**2).sum() * self.mapping.planes
+    @property
+    def fluctuation_gain(self) -> float:
+        """sqrt(sum_p sum_i 4^(iB)): weight std (in level steps) of unit-variance noise on every device."""
+        cfg = self.mapping
+        return math.sqrt(sum(g * g for g in cfg.slice_gains()) * cfg.planes)
+
+    @property
+    def offset_gain(self) -> float:
+        """sum_p sign_p sum_i 2^(iB): weight shift (in level steps) of a unit offset on every device.
+
+        Zero for a differential pair (and analog storage): equal offsets on both planes cancel.
+        """
+        cfg = self.mapping
+        return 0.0 if cfg.planes == 2 else float(sum(cfg.slice_gains()))
+
+    @property
+    def devices_per_weight(self) -> int:
+        """Devices that store one weight: planes x slices, or one binary cell per stored bit.
+
+        A preset whose weights are bit patterns of a number format (bit flips on the
+        weights, Emonds et al.) stores each bit on its own binary cell: 32 for float32,
+        8 for int8.
+        """
+        return int(self.bitflip.bits) if self.stores_bit_patterns else self.mapping.devices_per_weight
+
+    @property
+    def stores_bit_patterns(self) -> bool:
+        """Whether weights are held as number-format bit patterns hit by bit flips (Emonds Eq. 3)."""
+        return self.bitflip is not None and "weights" in self.bitflip_targets
 
     def code_tables(self, dtype: torch.dtype, device: torch.device) -> CodeTables | None:
         """Per-integer-code statistics of the programmed weight (discrete levels only).
@@ -143,59 +185,117 @@ class DeviceModel:
         if prog is None or prog.is_zero:
             return torch.zeros_like(weights)
         w = weights.detach()
+        q, s = quantize(w, self.mapping)
+        return self._level_std(w, q) * (s * sigma_scale)
+
+    def _level_std(self, w: torch.Tensor, q: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Eq. 14 std in level steps of codes ``q`` (a table lookup; per device for analog storage).
+
+        ``out`` receives the looked-up std for discrete levels.
+        """
         tables = self.code_tables(w.dtype, w.device)
         if tables is not None:
-            q, s = quantize(w, self.mapping)
-            return lookup(tables.std, tables.index(q)) * (s * sigma_scale)
-        lv = slice_weights(w, self.mapping)
-        sig = prog.sigma(lv.levels, self.mapping) * sigma_scale
-        gains = torch.tensor(self.mapping.slice_gains(), dtype=w.dtype, device=w.device)
-        var = ((sig * gains.reshape(1, -1, *([1] * w.dim()))) ** 2).sum(dim=(0, 1))
-        return var.sqrt() * lv.scale
+            if out is None:
+                return lookup(tables.std, tables.index(q))
+            idx = tables.index(q, out=scratch("index", q.shape, torch.int32, q.device))
+            return tables.lookup(tables.std, idx, out)
+        cfg = self.mapping
+        sig = self.programming.sigma(slice_codes(q, cfg), cfg)  # [P, 1, *w]
+        return sig.square().sum(dim=(0, 1)).sqrt()
 
     def weight_mean_shift(self, weights: torch.Tensor) -> torch.Tensor | None:
         """Closed-form mean offset of each programmed weight from per-level means, or None."""
-        prog = self.programming
-        if prog is None or prog.mean_levels is None or not any(prog.mean_levels):
-            return None
         w = weights.detach()
-        tables = self.code_tables(w.dtype, w.device)
         q, s = quantize(w, self.mapping)
-        shift = lookup(tables.mean, tables.index(q)) * s
-        return shift * level_sign(w) if self.mapping.sign == "magnitude" else shift
+        shift = self._level_shift(w, q)
+        return None if shift is None else shift * s
+
+    def _level_shift(self, w: torch.Tensor, q: torch.Tensor) -> torch.Tensor | None:
+        """Per-level mean offsets of codes ``q`` recombined (Eq. 14), in level steps, or None."""
+        prog = self.programming
+        if prog is None or not prog.has_offsets:
+            return None
+        tables = self.code_tables(w.dtype, w.device)
+        shift = lookup(tables.mean, tables.index(q))
+        return shift.mul_(level_sign(w)) if self.mapping.sign == "magnitude" else shift
 
     def correlated_field(
-        self, weights: torch.Tensor, n: int, generator: torch.Generator | None = None
+        self,
+        weights: torch.Tensor,
+        n: int,
+        generator: torch.Generator | None = None,
+        sigma_scale: float = 1.0,
     ) -> torch.Tensor | None:
-        """Correlated component in weight units, ``[n, *w]`` (None if absent)."""
+        """Correlated component in weight units, ``[n, *w]`` (None if absent).
+
+        The mean mu of the device field recombines like a level offset,
+        s sum_p sign_p sum_i 2^(iB) mu (it cancels on a differential pair); the
+        fluctuation eps ~ N(0, Sigma) like independent noise, s sqrt(sum_p sum_i 4^(iB)) eps
+        (Eq. 14 with one field per device). ``sigma_scale`` scales the fluctuation only.
+        """
+        w = weights.detach()
+        _, s = quantize(w, self.mapping)
+        f = self._level_correlated(w, n, generator, sigma_scale)
+        return None if f is None else f.mul_(s)
+
+    def _level_correlated(
+        self, w: torch.Tensor, n: int, generator: torch.Generator | None, sigma_scale: float = 1.0
+    ) -> torch.Tensor | None:
+        """:meth:`correlated_field` in level steps (before the scale s), ``[n, *w]``, or None."""
         c = self.correlation
-        if c is None or (c.sigma == 0 and c.mean == 0):
+        if c is None:
             return None
         cfg = self.mapping
-        mat = crossbar_matrix(weights)
-        rows, cols = mat.shape
-        f = c.sample(rows, cols, n, cfg.tile_rows, cfg.tile_cols, generator, weights.device, weights.dtype)
-        f = f.transpose(1, 2).reshape(n, *weights.shape)
-        _, s = quantize(weights, cfg)
-        gain = self._gain2(weights.dtype, weights.device).sqrt()
-        sign = level_sign(weights) if cfg.sign == "magnitude" else 1.0
-        return f * (gain * s * sign)
+        shift = c.mean * self.offset_gain
+        fluct = c.sigma * sigma_scale != 0
+        if not fluct and shift == 0:
+            return None
+        if fluct:
+            f = self._device_field(c, w, n, generator, centered=True, scale=self.fluctuation_gain * sigma_scale)
+            if shift:
+                f.add_(shift)
+        else:
+            f = torch.full((n, *w.shape), shift, dtype=w.dtype, device=w.device)
+        return f.mul_(level_sign(w)) if cfg.sign == "magnitude" else f
+
+    def _device_field(
+        self,
+        c: KroneckerCovariance,
+        w: torch.Tensor,
+        n: int,
+        generator: torch.Generator | None,
+        centered: bool = False,
+        scale: float = 1.0,
+    ) -> torch.Tensor:
+        """``n`` draws of the device field N(mu, Sigma) over the crossbar layout of ``w``, shaped ``[n, *w]``.
+
+        ``centered``: the zero-mean fluctuation only; ``scale`` multiplies the fluctuation.
+        """
+        cfg = self.mapping
+        rows, cols = crossbar_matrix(w).shape
+        f = c.sample(
+            rows, cols, n, cfg.tile_rows, cfg.tile_cols, generator, w.device, w.dtype,
+            centered=centered, transposed=True, scale=scale,
+        )
+        return f.reshape(n, *w.shape)
 
     # ------------------------------------------------------------ programming
     def program(
         self,
         weights: torch.Tensor,
-        n: int = 1,
+        n: int | None = None,
         generator: torch.Generator | None = None,
-        seeds: Sequence[int] | None = None,
+        seeds: Iterable[int] | None = None,
     ) -> torch.Tensor:
         """``n`` Monte Carlo instances of ``weights`` as programmed, ``[n, *weights.shape]``.
 
         With ``seeds`` (one per instance) each instance draws from its own generator,
-        so results do not depend on how instances are batched or split. The per-weight
-        statistics are computed once and shared by all instances.
+        so results do not depend on how instances are batched or split; ``n`` defaults
+        to ``len(seeds)`` (else 1) and must equal it. The per-weight statistics are
+        computed once and shared by all instances.
         """
         weights = weights.detach()
+        n, seeds = _instance_count(n, seeds)
         if self.clips:
             return self._flip_each(self.program_devices(weights, n, generator, seeds).weights(), generator, seeds)
         base = self.target(weights)
@@ -217,14 +317,14 @@ class DeviceModel:
         return _per_instance(draw, n, generator, seeds, weights)
 
     def _flip(self, w: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
-        if self.bitflip is None or "weights" not in self.bitflip_targets:
+        if not self.stores_bit_patterns:
             return w
         from xbar.devices.bitflip import flip_bits
 
         return torch.stack([flip_bits(wi, self.bitflip, generator=gen) for wi in w])
 
     def _flip_each(self, w: torch.Tensor, gen, seeds) -> torch.Tensor:
-        if self.bitflip is None or "weights" not in self.bitflip_targets:
+        if not self.stores_bit_patterns:
             return w
         if seeds is None:
             return self._flip(w, gen)
@@ -235,24 +335,28 @@ class DeviceModel:
     def program_devices(
         self,
         weights: torch.Tensor,
-        n: int = 1,
+        n: int | None = None,
         generator: torch.Generator | None = None,
-        seeds: Sequence[int] | None = None,
+        seeds: Iterable[int] | None = None,
     ) -> DeviceState:
-        """Program ``n`` instances device by device (needed for drift, read noise, clipping)."""
+        """Program ``n`` instances device by device (needed for drift, read noise, clipping).
+
+        Every device gets its own draw of the correlated field N(mu, Sigma) (DAT III-A).
+        """
         weights = weights.detach()
+        n, seeds = _instance_count(n, seeds)
         cfg = self.mapping
         lv = slice_weights(weights, cfg)
         target = lv.levels
-        corr = self.correlation if self.correlation is not None and self.correlation.sigma > 0 else None
-        mat_shape = crossbar_matrix(weights).shape
+        corr = self.correlation
 
         def draw(k: int, gen: torch.Generator | None) -> torch.Tensor:
             field = None
-            if corr is not None:
-                m = k * cfg.planes * cfg.slices
-                f = corr.sample(*mat_shape, m, cfg.tile_rows, cfg.tile_cols, gen, weights.device, weights.dtype)
-                field = f.transpose(1, 2).reshape(k, cfg.planes, cfg.slices, *weights.shape)
+            if corr is not None and corr.sigma > 0:
+                f = self._device_field(corr, weights, k * cfg.planes * cfg.slices, gen)
+                field = f.reshape(k, cfg.planes, cfg.slices, *weights.shape)
+            elif corr is not None and corr.mean != 0:
+                field = corr.mean  # no fluctuation: the same offset on every device
             prog, nu = self.program_levels(target.expand(k, *target.shape), gen, field)
             return prog if nu is None else torch.stack([prog, nu], dim=1)
 
@@ -264,7 +368,10 @@ class DeviceModel:
         return DeviceState(target, prog, nu, level_sign(weights), lv.scale, cfg)
 
     def program_levels(
-        self, target: torch.Tensor, generator: torch.Generator | None = None, field: torch.Tensor | None = None
+        self,
+        target: torch.Tensor,
+        generator: torch.Generator | None = None,
+        field: torch.Tensor | float | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """One programming of devices at ``target`` levels: (programmed levels, drift exponents or None).
 
@@ -346,40 +453,17 @@ class DeviceModel:
         Each device gets sigma(g) * sigma_scale * x with x from ``family`` (default: the
         preset's injection family); TRICE's sigma_t is sigma_scale * sigma_d. Gaussian
         noise uses the closed form of Eq. 14; other families are drawn per device and
-        recombined. The preset's correlated component (scaled too) and bit flips are added.
+        recombined. The systematic parts of programming are added unscaled: the
+        per-level mean offsets and the mean of the correlated field (whose fluctuation
+        is scaled by ``sigma_scale``); then bit flips. At ``sigma_scale = 1`` with the
+        Gaussian family, target + noise has the distribution of :meth:`program`
+        (without the clipping of noisy analog conductances at 0).
         """
         w = weights.detach()
-        family = family or self.injection
-        cfg = self.mapping
-        prog = self.programming
-        if prog is None or prog.is_zero:
-            noise = None
-        elif family.is_gaussian:
-            std = self.weight_std(w, sigma_scale)
-            noise = std * torch.randn(w.shape, generator=generator, device=w.device, dtype=w.dtype)
-        elif not cfg.analog:
-            tables = self.code_tables(w.dtype, w.device)
-            q, s = quantize(w, cfg)
-            sg = lookup(tables.signed_sigma, tables.index(q))  # [*w, planes * slices]
-            x = family.sample(sg.shape, generator, w.device, w.dtype)
-            noise = (sg * x).sum(-1) * (s * sigma_scale)
-            if cfg.sign == "magnitude":
-                noise = noise * level_sign(w)
-        else:
-            lv = slice_weights(w, cfg)
-            sig = prog.sigma(lv.levels, cfg) * sigma_scale
-            x = family.sample(lv.levels.shape, generator, w.device, w.dtype)
-            noise = recombine(sig * x, level_sign(w), lv.scale, cfg)
-        corr = self.correlated_field(w, 1, generator)
-        if corr is not None:
-            noise = corr[0] * sigma_scale if noise is None else noise + corr[0] * sigma_scale
-        if self.bitflip is not None and "weights" in self.bitflip_targets:
-            from xbar.devices.bitflip import flip_bits
-
-            target = self.target(w)
-            stored = target if noise is None else target + noise
-            noise = flip_bits(stored, self.bitflip, generator=generator) - target
-        return torch.zeros_like(w) if noise is None else noise
+        stored, q, s = self._training_draw(w, family, sigma_scale, generator)
+        if stored is w:
+            return torch.zeros_like(w)
+        return stored.sub_(w) if self.mapping.analog else stored.sub_(q * s)
 
     def training_weight(
         self,
@@ -390,24 +474,142 @@ class DeviceModel:
     ) -> torch.Tensor:
         """Forward weight of a noise-injection training step (TRICE Alg. 1).
 
-        The stored (quantized) weight plus device noise; the gradient passes straight
-        through to ``weights``, so the noise is gone before the update.
+        The stored (quantized) weight plus device noise (:meth:`inject_noise`); the
+        gradient passes straight through to ``weights``, so the noise is gone before
+        the update. One quantization serves the whole draw.
         """
-        stored = self.target(weights.detach()) + self.inject_noise(weights, family, sigma_scale, generator)
-        return weights + (stored - weights).detach()
+        stored, _, _ = self._training_draw(weights.detach(), family, sigma_scale, generator)
+        return straight_through(weights, stored)
+
+    @torch.no_grad()
+    def _training_draw(
+        self,
+        w: torch.Tensor,
+        family: NoiseFamily | None,
+        sigma_scale: float,
+        generator: torch.Generator | None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """(noisy stored weights, codes q, scale s) of one training draw.
+
+        The stored weights are a new tensor, or ``w`` itself for noise-free analog
+        storage without bit flips. q (a scratch tensor: use it before the next draw)
+        and s are None when no quantization was needed. The draw costs one normal per
+        weight for Gaussians (per device otherwise) and a few in-place passes; its
+        temporaries are scratch buffers (:mod:`xbar.devices.scratch`).
+        """
+        cfg = self.mapping
+        prog = self.programming
+        q = s = stored = None
+        if not (cfg.analog and self._analog_noise_free):
+            q, s = quantize(w, cfg, out=scratch("codes", w.shape, w.dtype, w.device))
+            if prog is not None and not prog.is_zero and sigma_scale != 0:
+                stored = self._independent_noise(w, q, family or self.injection, sigma_scale, generator)
+            stored = _accumulate(stored, self._level_shift(w, q))
+            corr = self._level_correlated(w, 1, generator, sigma_scale)
+            stored = _accumulate(stored, None if corr is None else corr[0])
+        if stored is None:
+            stored = w if q is None or cfg.analog else q * s
+        elif cfg.analog:
+            stored.mul_(s).add_(w)
+        else:
+            stored.add_(q).mul_(s)
+        if self.stores_bit_patterns:
+            from xbar.devices.bitflip import flip_bits
+
+            stored = flip_bits(stored, self.bitflip, generator=generator)
+        return stored, q, s
+
+    def _independent_noise(
+        self,
+        w: torch.Tensor,
+        q: torch.Tensor,
+        family: NoiseFamily,
+        sigma_scale: float,
+        generator: torch.Generator | None,
+    ) -> torch.Tensor:
+        """Independent programming noise of one draw in level steps, a new tensor.
+
+        Gaussian: one normal per weight times the Eq. 14 std (no lookup when sigma does
+        not depend on the level); a symmetric independent draw needs no digital sign.
+        Other families: one draw x_d per device, sum_d gain_d sign_d sigma(g_d) x_d
+        (Eq. 14 before the closed form), times the digital sign for magnitude mapping.
+        """
+        tables = self.code_tables(w.dtype, w.device)
+        noise = torch.empty(w.shape, dtype=w.dtype, device=w.device)
+        if family.is_gaussian:
+            const = tables.const_std if tables is not None else None
+            noise.normal_(0.0, sigma_scale * (1.0 if const is None else const), generator=generator)
+            if const is None:
+                noise.mul_(self._level_std(w, q, out=scratch("std", w.shape, w.dtype, w.device)))
+            return noise
+        coeffs = self._device_sigmas(w, q, tables)
+        x = family.sample_(scratch("draws", (len(coeffs), *w.shape), w.dtype, w.device), generator)
+        if isinstance(coeffs[0], float):
+            torch.mul(x[0], coeffs[0] * sigma_scale, out=noise)
+            for xd, c in zip(x[1:], coeffs[1:]):
+                noise.add_(xd, alpha=c * sigma_scale)
+        else:
+            torch.mul(x[0], coeffs[0](), out=noise)
+            for xd, c in zip(x[1:], coeffs[1:]):
+                noise.addcmul_(c(), xd)
+            if sigma_scale != 1.0:
+                noise.mul_(sigma_scale)
+        if self.mapping.sign == "magnitude" and not self.mapping.analog:
+            # times level_sign(w): noise (1 - 2 [w < 0]), with [w < 0] as 0/1 in a scratch tensor
+            negative = torch.lt(w, 0, out=scratch("negative", w.shape, w.dtype, w.device))
+            noise.addcmul_(noise, negative, value=-2.0)
+        return noise
+
+    def _device_sigmas(self, w: torch.Tensor, q: torch.Tensor, tables: CodeTables | None) -> list:
+        """gain x plane sign x sigma(level) of each device of the codes ``q`` (Eq. 14 terms).
+
+        Floats when no sigma depends on the level, else one callable per device that
+        returns its values shaped like ``w`` (looked up into a shared scratch tensor).
+        """
+        if tables is not None:
+            if tables.const_signed is not None:
+                return list(tables.const_signed)
+            idx = tables.index(q, out=scratch("index", w.shape, torch.int32, w.device))
+            out = scratch("coefficients", w.shape, w.dtype, w.device)
+            return [lambda row=row: tables.lookup(row, idx, out) for row in tables.signed_sigma]
+        cfg = self.mapping
+        sig = self.programming.sigma(slice_codes(q, cfg), cfg)  # analog: [P, 1, *w]
+        sig[1].neg_()
+        return [lambda d=d: sig[d, 0] for d in range(sig.shape[0])]
+
+
+def _accumulate(total: torch.Tensor | None, part: torch.Tensor | None) -> torch.Tensor | None:
+    """``total + part`` in place, where either may be absent."""
+    if part is None:
+        return total
+    return part if total is None else total.add_(part)
 
 
 @dataclass
 class CodeTables:
-    """Statistics of every signed integer code c in [-max_code, max_code] (level units, s = 1)."""
+    """Statistics of every signed integer code c in [-max_code, max_code] (level units, s = 1).
+
+    ``const_std`` / ``const_signed`` hold the common value when it does not depend on
+    the code (sigma independent of the level, e.g. uniform RRAM): no lookup needed.
+    """
 
     offset: int
     std: torch.Tensor  # [codes] Eq. 14 std
     mean: torch.Tensor  # [codes] recombined per-level mean offset (before the digital sign)
-    signed_sigma: torch.Tensor  # [codes, planes * slices] gain * plane sign * sigma(level)
+    signed_sigma: torch.Tensor  # [planes * slices, codes] gain * plane sign * sigma(level)
+    const_std: float | None = None
+    const_signed: tuple[float, ...] | None = None
 
-    def index(self, q: torch.Tensor) -> torch.Tensor:
-        return (q + self.offset).long()
+    def index(self, q: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Table index of codes ``q``: int64, or the integer dtype of ``out`` (int32 is cheaper)."""
+        idx = q.to(torch.int64) if out is None else out.copy_(q)
+        return idx.add_(self.offset)
+
+    @staticmethod
+    def lookup(table: torch.Tensor, idx: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """``table[idx]`` written into ``out`` (shaped like ``idx``)."""
+        torch.index_select(table, 0, idx.reshape(-1), out=out.reshape(-1))
+        return out
 
     @classmethod
     def build(cls, model: DeviceModel, dtype: torch.dtype, device: torch.device) -> CodeTables:
@@ -425,5 +627,13 @@ class CodeTables:
         std = ((sig * gains) ** 2).sum(dim=(0, 1)).sqrt()
         mu = prog.mean(lv) if prog is not None else None
         mean = (mu * gains * signs).sum(dim=(0, 1)) if mu is not None else torch.zeros_like(codes)
-        signed = (sig * gains * signs).reshape(-1, codes.numel()).T.contiguous()
-        return cls(m, std.to(device, dtype), mean.to(device, dtype), signed.to(device, dtype))
+        signed = (sig * gains * signs).reshape(-1, codes.numel())
+        const = bool((signed == signed[:, :1]).all())
+        return cls(
+            m,
+            std.to(device, dtype),
+            mean.to(device, dtype),
+            signed.to(device, dtype).contiguous(),
+            const_std=float(std[0]) if const else None,
+            const_signed=tuple(float(v) for v in signed[:, 0]) if const else None,
+        )

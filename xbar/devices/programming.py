@@ -58,7 +58,7 @@ class ProgrammingNoise:
                 raise ValueError(f"{field}: per-level tables need discrete levels, but weight_bits = 0 (analog)")
             if len(table) != cfg.levels:
                 raise ValueError(
-                    f"{field} has {len(table)} entries: expected {cfg.levels} "
+                    f"{field} = {list(table)} has {len(table)} entries: expected {cfg.levels} "
                     f"(2^bits_per_device, bits_per_device = {cfg.bits_per_device})"
                 )
         if self.sigma_poly_uS is not None and not cfg.analog:
@@ -72,6 +72,11 @@ class ProgrammingNoise:
             return all(c == 0 for c in self.sigma_poly_uS)
         mult = self.level_multipliers or (1.0,)
         return self.sigma_d == 0 or all(m == 0 for m in mult)
+
+    @property
+    def has_offsets(self) -> bool:
+        """Whether some level has a systematic offset (``mean_levels``)."""
+        return self.mean_levels is not None and any(self.mean_levels)
 
     def sigma(self, levels: torch.Tensor, cfg: MappingConfig) -> torch.Tensor:
         """Sigma of each device given its target level (same shape as ``levels``)."""
@@ -89,7 +94,7 @@ class ProgrammingNoise:
         return lookup(table, levels) * (self.sigma_d * self.scale)
 
     def mean(self, levels: torch.Tensor) -> torch.Tensor | None:
-        if self.mean_levels is None or not any(self.mean_levels):
+        if not self.has_offsets:
             return None
         table = torch.tensor(self.mean_levels, dtype=levels.dtype, device=levels.device)
         return lookup(table, levels)

@@ -5,7 +5,7 @@ Eq. 11-14, plus the crossbar tiling geometry.
 """
 
 from xbar.mapping.config import MappingConfig
-from xbar.mapping.quantize import dequantize, quantize, quantize_ste, weight_scale
+from xbar.mapping.quantize import dequantize, quantize, quantize_ste, straight_through, weight_scale
 from xbar.mapping.slicing import DeviceLevels, recombine, slice_weights
 from xbar.mapping.tiling import TileGrid, crossbar_matrix, from_crossbar_matrix, tile_grid
 
@@ -20,6 +20,7 @@ __all__ = [
     "quantize_ste",
     "recombine",
     "slice_weights",
+    "straight_through",
     "tile_grid",
     "weight_scale",
 ]

@@ -10,35 +10,66 @@ from xbar.mapping.config import MappingConfig
 def weight_scale(weights: torch.Tensor, cfg: MappingConfig) -> torch.Tensor:
     """The weight value of one integer step: max|W| / max_code (TRICE Eq. 11).
 
+    max|W| = max(max W, -min W) from one ``aminmax`` pass (no ``abs`` copy).
     For analog storage it is the weight per conductance unit, max|W| / g_max.
     Returned with as many dimensions as ``weights`` (``[out, 1, ...]`` per channel,
     ``[1, 1, ...]`` per tensor), so that ``recombine`` can tell the weight dimensions apart.
     """
     w = weights.detach()
     if cfg.scale == "per-channel" and w.dim() > 1:
-        top = w.abs().reshape(w.shape[0], -1).amax(dim=1).reshape(-1, *([1] * (w.dim() - 1)))
+        lo, hi = torch.aminmax(w.reshape(w.shape[0], -1), dim=1)
+        shape = (-1, *([1] * (w.dim() - 1)))
+    elif w.numel():
+        lo, hi = torch.aminmax(w)
+        shape = [1] * w.dim()
     else:
-        top = w.abs().amax().reshape([1] * w.dim())
-    top = torch.where(top > 0, top, torch.ones_like(top))
+        return w.new_ones([1] * w.dim())
+    top = torch.maximum(hi, lo.neg())
     denom = cfg.conductance_max_uS if cfg.analog else cfg.max_code
-    return top / denom
+    return torch.where(top > 0, top, 1.0).div_(denom).reshape(shape)
 
 
-def quantize(weights: torch.Tensor, cfg: MappingConfig) -> tuple[torch.Tensor, torch.Tensor]:
+def quantize(
+    weights: torch.Tensor, cfg: MappingConfig, out: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Signed integer codes q (float tensor, integral values) and the scale s, with w ~= s q.
 
-    Analog storage returns the conductance-unit value w / s unrounded.
+    Analog storage returns the conductance-unit value w / s unrounded. ``out``
+    (shaped like ``weights``) receives q instead of a new tensor.
     """
     s = weight_scale(weights, cfg)
-    q = weights.detach() / s
+    q = torch.div(weights.detach(), s, out=out)
     if cfg.analog:
         return q, s
-    q = torch.round(q).clamp_(-cfg.max_code, cfg.max_code)
-    return q, s
+    return q.round_().clamp_(-cfg.max_code, cfg.max_code), s
 
 
 def dequantize(q: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     return q * s
+
+
+class _StraightThrough(torch.autograd.Function):
+    """Forward: ``value``; backward: the gradient goes to ``weights`` unchanged."""
+
+    @staticmethod
+    def forward(ctx, weights: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        return value
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad, None
+
+
+def straight_through(weights: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """``value`` in the forward pass, with d value / d weights = identity (straight-through estimator).
+
+    The same as ``weights + (value - weights).detach()`` without its two passes over
+    the weights; ``value`` must not need a gradient itself. Without autograd (no
+    gradient wanted) ``value`` is returned as is.
+    """
+    if not (weights.requires_grad and torch.is_grad_enabled()):
+        return value
+    return _StraightThrough.apply(weights, value)
 
 
 def quantize_ste(weights: torch.Tensor, cfg: MappingConfig) -> torch.Tensor:
@@ -46,4 +77,4 @@ def quantize_ste(weights: torch.Tensor, cfg: MappingConfig) -> torch.Tensor:
     if cfg.analog:
         return weights
     q, s = quantize(weights, cfg)
-    return weights + (q * s - weights).detach()
+    return straight_through(weights, q.mul_(s))

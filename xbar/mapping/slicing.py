@@ -77,5 +77,6 @@ def recombine(levels: torch.Tensor, sign: torch.Tensor | None, scale: torch.Tens
 
 
 def level_sign(weights: torch.Tensor) -> torch.Tensor:
-    """Digital sign used by ``magnitude`` mapping (zeros count as +)."""
-    return torch.where(weights < 0, -torch.ones_like(weights), torch.ones_like(weights))
+    """Digital sign used by ``magnitude`` mapping (zeros count as +): 1 - 2 [w < 0]."""
+    w = weights.detach()
+    return torch.lt(w, 0, out=torch.empty_like(w)).mul_(-2.0).add_(1.0)

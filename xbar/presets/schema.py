@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,23 +63,7 @@ def _check_value(origin: str, key: str, value: Any, f: dataclasses.Field) -> Any
     if isinstance(value, bool) and "bool" not in ann:
         raise InputError(f"{where}: expected {ann}, got a boolean")
     if "tuple" in ann:
-        if isinstance(value, str) and "str" in ann:
-            return value
-        if not isinstance(value, list):
-            if "None" in ann and value is None:
-                return None
-            raise InputError(f"{where}: expected a list of numbers")
-        out = []
-        for v in value:
-            if isinstance(v, list):
-                out.append(tuple(v))
-            elif isinstance(v, int | float) and not isinstance(v, bool):
-                if not math.isfinite(v):
-                    raise InputError(f"{where}: expected finite numbers")
-                out.append(float(v))
-            else:
-                out.append(v)
-        return tuple(out)
+        return _check_numbers(where, value, ann)
     if ann.startswith("int") or ann == "int":
         if not isinstance(value, int):
             raise InputError(f"{where}: expected an integer")
@@ -94,6 +79,55 @@ def _check_value(origin: str, key: str, value: Any, f: dataclasses.Field) -> Any
             raise InputError(f"{where}: expected a string")
         return value
     return value
+
+
+def _tuple_length(ann: str) -> int | None:
+    """Entries of a ``tuple[float, float]`` annotation; None for ``tuple[float, ...]``."""
+    inner = re.search(r"tuple\[([^\]]*)\]", ann)
+    if inner is None or "..." in inner.group(1):
+        return None
+    return len(inner.group(1).split(","))
+
+
+def _check_numbers(where: str, value: Any, ann: str) -> tuple[float, ...]:
+    """A TOML list of finite numbers for a tuple field (exactly n of them for ``tuple[float, float]``)."""
+    n = _tuple_length(ann)
+    expected = f"a list of {n} numbers" if n is not None else "a list of numbers"
+    if not isinstance(value, list):
+        raise InputError(f"{where}: expected {expected}")
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value):
+        raise InputError(f"{where}: expected {expected}")
+    if not all(math.isfinite(v) for v in value):
+        raise InputError(f"{where}: expected finite numbers")
+    if n is not None and len(value) != n:
+        raise InputError(f"{where}: expected {expected}, got {len(value)}")
+    return tuple(float(v) for v in value)
+
+
+def _describe(ann: str) -> str:
+    """What a required field's annotation asks for, in words."""
+    for key, words in (("tuple", "a list of numbers"), ("float", "a number"), ("int", "an integer"), ("str", "a string")):
+        if key in ann:
+            return words
+    return f"a value ({ann})"
+
+
+def _required(cls) -> list[str]:
+    """Fields of a section class that have no default."""
+    return [
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.init and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+
+
+def _section_message(name: str, cls, msg: str) -> str:
+    """``[section].field ...`` for a device-class message that starts with a field name."""
+    msg = msg.removeprefix(f"{cls.__name__}.")
+    head = re.match(r"\w+", msg)
+    if head is not None and head.group(0) in _fields(cls):
+        return f"[{name}].{msg}"
+    return f"[{name}] {msg}"
 
 
 def build_section(name: str, table: dict[str, Any], origin: str) -> Any:
@@ -121,10 +155,16 @@ def build_section(name: str, table: dict[str, Any], origin: str) -> Any:
         bad = [t for t in targets if t not in ("weights", "biases", "activations")] if isinstance(targets, list) else [targets]
         if bad:
             raise InputError(f"{origin}: [bitflip].targets = {targets!r}: expected a list of weights, biases, activations")
+    inverse = {v: k for k, v in renames.items() if v}
+    for req in _required(cls):
+        if req not in kwargs:
+            raise InputError(
+                f"{origin}: [{name}].{inverse.get(req, req)}: missing; expected {_describe(str(fields[req].type))}"
+            )
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as exc:
-        raise InputError(f"{origin}: [{name}] {exc}") from None
+        raise InputError(f"{origin}: {_section_message(name, cls, str(exc))}") from None
 
 
 def section_to_table(name: str, obj: Any) -> dict[str, Any]:
@@ -198,6 +238,13 @@ class Preset:
             bitflip_targets=targets,
             **parts,
         )
+        for s, obj in parts.items():
+            check = getattr(obj, "check", None)
+            if s != "mapping" and check is not None:
+                try:
+                    check(parts["mapping"])
+                except ValueError as exc:
+                    raise InputError(f"{origin}: {_section_message(s, type(obj), str(exc))}") from None
         try:
             preset.device_model()
         except ValueError as exc:
@@ -219,6 +266,16 @@ class Preset:
         if self.provenance:
             out["provenance"] = self.provenance
         return out
+
+    @property
+    def stores_bit_patterns(self) -> bool:
+        """Whether weights are stored as number-format bit patterns on binary cells (bit flips on weights)."""
+        return self.device_model().stores_bit_patterns
+
+    @property
+    def devices_per_weight(self) -> int:
+        """Devices per weight: planes x slices, or one binary cell per stored bit (``DeviceModel.devices_per_weight``)."""
+        return self.device_model().devices_per_weight
 
     def device_model(self) -> DeviceModel:
         """The :class:`DeviceModel` this preset describes."""

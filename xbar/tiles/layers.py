@@ -36,9 +36,9 @@ class XbarLinear(AnalogLinear):
 class XbarConv2d(AnalogConv2d):
     """``AnalogConv2d`` with an ``F.conv2d`` fast path (aihwkit's unfold path otherwise)."""
 
-    def _conv(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    def _conv(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         w = weight.reshape(self.out_channels, self.in_channels, *self.kernel_size)
-        return F.conv2d(x, w, None, self.stride, self.padding, self.dilation)
+        return F.conv2d(x, w, bias, self.stride, self.padding, self.dilation)
 
     def forward(self, x_input: torch.Tensor) -> torch.Tensor:
         tile = self.analog_module

@@ -56,7 +56,7 @@ class XbarNoiseModel(BaseNoiseModel):
             return dm.program(weights, 1, generator=self.generator)[0], [None]
         state = dm.program_devices(weights, 1, generator=self.generator)
         programmed = state.weights()[0]
-        if dm.bitflip is not None and "weights" in dm.bitflip_targets:
+        if dm.stores_bit_patterns:
             from xbar.devices.bitflip import flip_bits
 
             programmed = flip_bits(programmed, dm.bitflip, generator=self.generator)

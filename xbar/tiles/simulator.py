@@ -27,7 +27,7 @@ from aihwkit.simulator.tiles.analog_mvm import AnalogMVM
 from aihwkit.simulator.tiles.torch_tile import TorchSimulatorTile
 
 from xbar.devices import DeviceModel, NoiseFamily
-from xbar.mapping import quantize_ste
+from xbar.mapping import quantize_ste, straight_through
 
 
 @dataclass
@@ -98,13 +98,11 @@ class XbarSimulatorTile(TorchSimulatorTile):
             prog = self.programmed
             if prog is None:
                 return quantize_ste(w, dm.mapping)
-            if torch.is_grad_enabled() and w.requires_grad:
-                return w + (prog - w).detach()
-            return prog
-        out = quantize_ste(w, dm.mapping)
+            return straight_through(w, prog)
         inj = self.injection
-        if inj.enabled and inj.sigma_scale != 0 and not dm.noise_free:
+        if inj.enabled and not dm.noise_free:
             return dm.training_weight(w, inj.family, inj.sigma_scale)
+        out = quantize_ste(w, dm.mapping)
         if self._modifier.type not in (WeightModifierType.NONE, WeightModifierType.COPY):
             out = TorchSimulatorTile.modify_weight(out, self._modifier, batch_size)
         return out
@@ -139,20 +137,32 @@ class XbarSimulatorTile(TorchSimulatorTile):
             return False
         return elementwise(self._f_io, conv)
 
+    @property
+    def perfect_forward(self) -> bool:
+        """Whether the forward periphery is ideal (the MVM is exactly ``op(x, weight)``)."""
+        return perfect(self._f_io)
+
     def native_forward(
-        self, x: torch.Tensor, op: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], is_test: bool
+        self,
+        x: torch.Tensor,
+        op: Callable[..., torch.Tensor],
+        is_test: bool,
+        bias: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``op(x, weight)`` (``F.linear``/``F.conv2d``) with aihwkit's elementwise periphery.
 
         Input quantization and clipping are applied to ``x`` and output noise,
         quantization and clipping to the result with aihwkit's own ``AnalogMVM``
         routines, as its unfolded matmul path does (valid when
-        :meth:`native_supported`).
+        :meth:`native_supported`). A ``bias`` is passed on to ``op`` (only allowed
+        with an ideal periphery, where nothing happens after the MVM).
         """
         weight = self.effective_weight(is_test, x.shape[0])
         io = self._f_io
         if perfect(io):
-            return op(x, weight)
+            return op(x, weight) if bias is None else op(x, weight, bias)
+        if bias is not None:
+            raise ValueError("native_forward: a fused bias needs an ideal forward periphery")
         x = AnalogMVM._prepare_input(x, 1.0, False, io.inp_asymmetry != 0.0, io)
         out = op(x, weight)
         _, out = AnalogMVM._finalize_output(out, io)

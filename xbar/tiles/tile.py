@@ -179,14 +179,20 @@ class XbarInferenceTile(TorchInferenceTile):
         channel_dim: int,
         tensor_view: tuple,
     ) -> torch.Tensor:
-        """``op(x, effective weight)`` with the tile's input/output periphery and digital bias.
+        """``op(x, effective weight[, bias])`` with the tile's input/output periphery and digital bias.
 
-        ``channel_dim`` is the output-channel dimension of the result; ``tensor_view``
-        the shape that broadcasts a per-channel vector onto it.
+        ``op(x, weight, bias=None)`` is ``F.linear``-like. ``channel_dim`` is the
+        output-channel dimension of the result; ``tensor_view`` the shape that
+        broadcasts a per-channel vector onto it. With an ideal periphery the bias is
+        passed to ``op`` (fused, like the digital layer); otherwise aihwkit's
+        pre/post processing runs and the bias is added after the output scales.
         """
         self._check_stale()
         self.tile.set_config(self.rpu_config)
         is_test = not self.training
+        if self._plain_periphery(is_test):
+            # nothing between the MVM and the bias: one op with the bias fused, as a digital layer
+            return self.tile.native_forward(x, op, is_test, self.bias if self.digital_bias else None)
         x = self.pre_forward(x, channel_dim, is_test)
         out = self.tile.native_forward(x, op, is_test)
         out = self.post_forward(out, channel_dim, is_test)
@@ -194,6 +200,18 @@ class XbarInferenceTile(TorchInferenceTile):
         if self.digital_bias:
             return out + self.bias.view(*tensor_view)
         return out
+
+    def _plain_periphery(self, is_test: bool) -> bool:
+        """Whether pre/post processing are identities: no input range, mapping or output
+        scales, quantized periphery or drift compensation, and a perfect forward pass."""
+        return (
+            self.input_range is None
+            and self.mapping_scales is None
+            and self.out_scaling_alpha is None
+            and not hasattr(self.rpu_config.pre_post, "periph_quant")
+            and not (is_test and getattr(self.rpu_config, "drift_compensation", None) is not None)
+            and self.tile.perfect_forward
+        )
 
     # ----------------------------------------------------------------- pickle
     def __setstate__(self, state: dict) -> None:

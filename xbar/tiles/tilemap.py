@@ -4,7 +4,9 @@ Each layer's weight matrix (rows = inputs ``in*kh*kw``, cols = outputs) is cut
 into ``tile_rows x tile_cols`` crossbars (``xbar.mapping.tile_grid``). Every
 device of a weight (sign planes x bit slices) sits at the same position of its
 own crossbar, as the device model's correlated noise assumes, so a layer needs
-``grid tiles x devices per weight`` crossbar arrays.
+``grid tiles x devices per weight`` crossbar arrays. Devices per weight come from
+``DeviceModel.devices_per_weight``: sign planes x bit slices, or one binary cell per
+stored bit when the weights are number-format bit patterns (32 for float32).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ def tile_map(model: nn.Module) -> list[dict[str, Any]]:
         grid = tile_grid(weight, cfg.tile_rows, cfg.tile_cols)
         nr, nc = grid.grid
         weights = grid.rows * grid.cols
+        per_weight = dm.devices_per_weight
         out.append(
             {
                 "name": name,
@@ -40,10 +43,10 @@ def tile_map(model: nn.Module) -> list[dict[str, Any]]:
                 "tile_cols": cfg.tile_cols,
                 "grid": [nr, nc],
                 "tiles": nr * nc,
-                "devices_per_weight": cfg.devices_per_weight,
-                "arrays": nr * nc * cfg.devices_per_weight,
+                "devices_per_weight": per_weight,
+                "arrays": nr * nc * per_weight,
                 "weights": weights,
-                "devices": weights * cfg.devices_per_weight,
+                "devices": weights * per_weight,
                 "utilization": round(grid.utilization, 6),
             }
         )
