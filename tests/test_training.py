@@ -12,6 +12,7 @@ from torch import nn
 
 from xbar import presets
 from xbar.devices import NoiseFamily
+from xbar.mapping import quantize
 from xbar.training import (
     DAT,
     SAM,
@@ -298,7 +299,7 @@ def test_dat_fast_is_rank_k_and_full_matches_covariance():
     fast = NoiseProfile(dm, rank=3)
     full = NoiseProfile(dm, rank=None)
     n = 20000
-    gain = fast._weight_gain(w)[0, 0]
+    gain = dm.fluctuation_gain * float(quantize(w, dm.mapping)[1])
     fs = torch.stack([fast.sample(w, gen).t().reshape(-1) for _ in range(n)]) / gain  # crossbar layout
     us = torch.stack([full.sample(w, gen).t().reshape(-1) for _ in range(n)]) / gain
     cov_full = preset.correlation.to_dense(8, 4).float()
@@ -309,6 +310,30 @@ def test_dat_fast_is_rank_k_and_full_matches_covariance():
     low = (top * vals[-3:].float()) @ top.T
     torch.testing.assert_close(fs.T @ fs / n, low, atol=0.05 * float(cov_full.max()), rtol=0)
     torch.testing.assert_close(us.T @ us / n, cov_full, atol=0.05 * float(cov_full.max()), rtol=0)
+
+
+@pytest.mark.parametrize("sign", ["differential", "magnitude"])
+@pytest.mark.parametrize("rank", [3, None])
+def test_dat_noise_mean_recombines_like_a_level_offset(sign, rank):
+    """eta's correlated mean is s sum_p sign_p sum_i 2^(iB) mu (zero on a differential pair),
+    the same as the device model's programming; its std stays the fluctuation's."""
+    preset = presets.load("reram-correlated-a", sigma_d=0.0, tile_rows=8, tile_cols=4, sign=sign,
+                          **{"correlation.mean": 0.1})
+    dm = preset.device_model()
+    w = torch.linspace(-1.0, 1.0, 4 * 8).reshape(4, 8)
+    gen = torch.Generator().manual_seed(3)
+    prof = NoiseProfile(dm, rank=rank, independent=False)
+    n = 4000
+    draws = torch.stack([prof.sample(w, gen) for _ in range(n)]).double()
+    s = float(quantize(w, dm.mapping)[1])
+    want = 0.1 * dm.offset_gain * s * (torch.sign(w) if sign == "magnitude" else torch.ones_like(w))
+    assert (sign == "differential") == (dm.offset_gain == 0.0)
+    se = draws.std(0) / n**0.5
+    z = (draws.mean(0) - want.double()) / se
+    assert float(z.abs().max()) < 4.5  # 32 elements, two-sided: P(max |z| > 4.5) < 2e-4
+    programmed = dm.program(w, n, generator=gen).double() - dm.target(w).double()
+    z_prog = (programmed.mean(0) - want.double()) / (programmed.std(0) / n**0.5)
+    assert float(z_prog.abs().max()) < 4.5
 
 
 # ------------------------------------------------------------------------ WVAT

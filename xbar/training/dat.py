@@ -59,15 +59,6 @@ class NoiseProfile:
         self.independent = independent
         self._low: dict[tuple[int, int], KroneckerLowRank] = {}
 
-    def _weight_gain(self, w: torch.Tensor) -> torch.Tensor:
-        """Level units -> weight units of the correlated field (as DeviceModel.correlated_field)."""
-        cfg = self.device.mapping
-        _, s = quantize(w, cfg)
-        g = torch.tensor(cfg.slice_gains(), dtype=w.dtype, device=w.device)
-        gain = ((g**2).sum() * cfg.planes).sqrt()
-        sign = level_sign(w) if cfg.sign == "magnitude" else 1.0
-        return gain * s * sign
-
     def _low_rank(self, tr: int, tc: int) -> KroneckerLowRank:
         key = (tr, tc)
         if key not in self._low:
@@ -80,6 +71,8 @@ class NoiseProfile:
         DAT-Fast draws eps = A_k z per tile from the top-k eigenpairs of the tile
         covariance (``KroneckerCovariance.low_rank``); DAT-Full the full tile covariance
         (``KroneckerCovariance.sample`` with ``rank=0``: L_r Z L_c^T). Neither forms Sigma.
+        Into weight units as ``DeviceModel.correlated_field``: the fluctuation with the
+        gain sqrt(sum_p sum_i 4^(iB)), the mean like a level offset (sum_p sign_p sum_i 2^(iB)).
         """
         c = self.corr
         if c is None:
@@ -87,7 +80,8 @@ class NoiseProfile:
         cfg = self.device.mapping
         rows, cols = crossbar_matrix(w).shape
         if self.rank is None:
-            f = replace(c, rank=0).sample(rows, cols, 1, cfg.tile_rows, cfg.tile_cols, generator, w.device, w.dtype)[0]
+            f = replace(c, rank=0).sample(rows, cols, 1, cfg.tile_rows, cfg.tile_cols, generator, w.device, w.dtype,
+                                          centered=True)[0]
         else:
             tr, tc = min(cfg.tile_rows, rows), min(cfg.tile_cols, cols)
             nr, nc = -(-rows // tr), -(-cols // tc)
@@ -96,8 +90,12 @@ class NoiseProfile:
             u = low.row_vectors.to(device=w.device, dtype=w.dtype)
             v = low.col_vectors.to(device=w.device, dtype=w.dtype)
             z = torch.randn((nr, nc, low.rank), generator=generator, device=w.device, dtype=w.dtype)
-            f = torch.einsum("ijk,rk,ck->irjc", z * a, u, v).reshape(nr * tr, nc * tc)[:rows, :cols] + c.mean
-        return f.t().reshape(w.shape) * self._weight_gain(w)
+            f = torch.einsum("ijk,rk,ck->irjc", z * a, u, v).reshape(nr * tr, nc * tc)[:rows, :cols]
+        dm = self.device
+        f = f.t().reshape(w.shape) * dm.fluctuation_gain + c.mean * dm.offset_gain
+        if cfg.sign == "magnitude":
+            f = f * level_sign(w)
+        return f * quantize(w, cfg)[1]
 
     def sample(self, w: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """eta = mu + A z for the weights ``w`` (Alg. 1 line 8), shape of ``w``."""
