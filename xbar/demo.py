@@ -18,6 +18,7 @@ instead of 300 for TRICE's ranking) so that it finishes in a few minutes on two 
 
 from __future__ import annotations
 
+import math
 import shutil
 import time
 from collections.abc import Callable
@@ -41,7 +42,7 @@ class DemoConfig:
     epochs: int = 10
     mc: int = 200
     seed: int = 0
-    lr: float = 0.05
+    lr: float = 0.02
     batch_size: int = 64
     trice_n_train: int = 30
     trice_warm: int = 2
@@ -120,8 +121,10 @@ def run(cfg: DemoConfig, say: Callable[[str], None] = _print) -> dict[str, Any]:
         raise InputError(f"--epochs {cfg.epochs}: expected >= 2 (TRICE needs a warm-up epoch)")
     if cfg.mc < 1:
         raise InputError(f"--mc {cfg.mc}: expected >= 1")
-    if not cfg.sigma_d >= 0:
-        raise InputError(f"--sigma-d {cfg.sigma_d}: expected >= 0")
+    if not 0 <= cfg.sigma_d < math.inf:
+        raise InputError(f"--sigma-d {cfg.sigma_d}: expected a finite value >= 0")
+    if not 0 < cfg.lr < math.inf:
+        raise InputError(f"--lr {cfg.lr}: expected a finite value > 0")
     device_preset = presets.load(cfg.preset, sigma_d=cfg.sigma_d)
     prepare_output(cfg.out, cfg.force)
     t_start = time.perf_counter()

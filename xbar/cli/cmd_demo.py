@@ -25,6 +25,7 @@ def register(sub) -> None:
     p.add_argument("--sigma-d", type=float, default=0.5, help="device variation sigma_d of that preset (default 0.5)")
     p.add_argument("--epochs", type=positive_int, default=10, help="training epochs per model (default 10)")
     p.add_argument("--mc", type=positive_int, default=200, help="Monte Carlo instances per model (default 200)")
+    p.add_argument("--lr", type=float, default=0.02, help="learning rate of every model (default 0.02)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--no-presets", action="store_true", help="skip the tour of the shipped presets")
     p.add_argument("--force", action="store_true", help="replace --out even if it was not written by xbar demo")
@@ -38,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from xbar.demo import run as run_demo
 
     cfg = DemoConfig(
-        out=Path(args.out), preset=args.preset, sigma_d=args.sigma_d, epochs=args.epochs, mc=args.mc,
+        out=Path(args.out), preset=args.preset, sigma_d=args.sigma_d, epochs=args.epochs, mc=args.mc, lr=args.lr,
         seed=args.seed, presets=not args.no_presets, progress=not args.no_progress, force=args.force,
     )
     result = run_demo(cfg, say=(lambda _msg: None) if args.json else print)
