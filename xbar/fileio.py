@@ -12,22 +12,31 @@ from typing import Any
 from xbar.errors import InputError
 
 
-def check_writable(path: str | os.PathLike, force: bool = False) -> Path:
-    """Refuse to overwrite an existing ``path`` unless ``force`` is set."""
+def check_writable(path: str | os.PathLike, force: bool = False, create: bool = True) -> Path:
+    """Check that ``path`` can be written: one-line ``InputError`` otherwise.
+
+    Refuses a directory, an existing file without ``force``, a parent that is not a
+    directory and a nearest existing parent that is not writable. With ``create`` the
+    missing parent directories are made; without it nothing is created (a check
+    before any work).
+    """
     p = Path(path)
     if p.is_dir():
         raise InputError(f"{p}: is a directory; expected a file name")
     if p.exists() and not force:
         raise InputError(f"{p}: already exists; pass --force to overwrite it")
     parent = p.parent
-    if parent.exists() and not parent.is_dir():
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
         raise InputError(f"{p}: {parent} is not a directory")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"{p}: cannot create directory {parent} ({exc.strerror or exc})") from None
     if not os.access(parent, os.W_OK | os.X_OK):
         raise InputError(f"{p}: directory {parent} is not writable")
+    if create:
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"{p}: cannot create directory {p.parent} ({exc.strerror or exc})") from None
     return p
 
 

@@ -22,9 +22,9 @@ import numpy as np
 
 from xbar.calibration.reader import read_measurements
 from xbar.calibration.schema import MAX_ROWS, Measurements, Programming, Reads, Switching
-from xbar.calibration.writer import _write, check_output
+from xbar.calibration.writer import _write
 from xbar.errors import InputError
-from xbar.fileio import atomic_write
+from xbar.fileio import atomic_write, check_writable
 
 KINDS = {
     "programming": (("target_level", "conductance_uS"), ("device_id", "array", "row", "col", "cycle")),
@@ -130,7 +130,7 @@ def import_csv(
     src = Path(csv_path)
     if kind not in KINDS:
         raise InputError(f"kind = {kind!r}: expected one of {', '.join(KINDS)}")
-    check_output(out_h5, force)
+    check_writable(out_h5, force, create=False)
     table = _read_table(src, *KINDS[kind])
     meta = {
         "device": device or src.stem,

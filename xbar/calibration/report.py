@@ -17,9 +17,8 @@ from scipy import stats
 
 from xbar.calibration.result import FitResult, format_table
 from xbar.calibration.schema import Measurements
-from xbar.calibration.writer import check_output
 from xbar.errors import InputError
-from xbar.fileio import atomic_write, atomic_write_text
+from xbar.fileio import atomic_write, atomic_write_text, check_writable
 
 MAX_PANELS = 16
 
@@ -52,7 +51,7 @@ def check_report_dir(
         raise InputError(f"{d}: exists and is not a directory; expected a report directory")
     paths = [d / n for n in report_files(groups)]
     for p in paths:
-        check_output(p, force)
+        check_writable(p, force, create=False)
     return paths
 
 

@@ -9,7 +9,6 @@ import h5py
 import numpy as np
 
 from xbar.calibration.schema import SCHEMA_NAME, SCHEMA_VERSION, Measurements
-from xbar.errors import InputError
 from xbar.fileio import atomic_write
 
 _COMPRESS_ABOVE = 4096  # values; smaller datasets stay contiguous
@@ -69,27 +68,6 @@ def _write(tmp: Path, m: Measurements) -> None:
             g = fh.create_group("switching", track_order=True)
             _dset(g, "lrs_resistance_ohm", s.lrs_resistance_ohm, "float64", units="ohm")
             _dset(g, "hrs_resistance_ohm", s.hrs_resistance_ohm, "float64", units="ohm")
-
-
-def check_output(path: str | os.PathLike, force: bool = False) -> Path:
-    """Check that ``path`` can be written without creating anything (one-line ``InputError``).
-
-    Refuses a directory, an existing file without ``force``, a parent that is not a
-    directory and a nearest existing parent that is not writable.
-    """
-    p = Path(path)
-    if p.is_dir():
-        raise InputError(f"{p}: is a directory; expected a file name")
-    if p.exists() and not force:
-        raise InputError(f"{p}: already exists; pass --force to overwrite it")
-    parent = p.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise InputError(f"{p}: {parent} is not a directory")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError(f"{p}: directory {parent} is not writable")
-    return p
 
 
 def write_measurements(path: str | os.PathLike, m: Measurements, force: bool = False) -> Path:

@@ -44,7 +44,7 @@ def check_outputs(args: argparse.Namespace) -> None:
 
     for path in (args.out, args.plot):
         if path:
-            check_writable(path, args.force)
+            check_writable(path, args.force, create=False)
     if args.plot and Path(args.plot).suffix.lower() not in (".png", ".pdf", ".svg"):
         raise InputError(f"--plot {args.plot}: expected a .png, .pdf or .svg file name")
 

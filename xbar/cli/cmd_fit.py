@@ -144,8 +144,7 @@ def run(args: argparse.Namespace) -> int:
     from xbar.calibration import fit, read_measurements, write_report
     from xbar.calibration.report import check_report_dir
     from xbar.calibration.result import format_table
-    from xbar.calibration.writer import check_output
-    from xbar.fileio import atomic_write_text
+    from xbar.fileio import atomic_write_text, check_writable
 
     if not 0 < args.confidence < 1:
         raise InputError(f"--confidence {args.confidence}: expected a number in (0, 1)")
@@ -153,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--alpha {args.alpha}: expected a number in (0, 1)")
     if args.bootstrap < 0:
         raise InputError(f"--bootstrap {args.bootstrap}: expected >= 0")
-    out = check_output(args.out, args.force)
+    out = check_writable(args.out, args.force, create=False)
 
     m = read_measurements(args.measurements)
     if args.report:  # every output is checked before any work: a failure writes nothing
