@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Drift study on phase-change memory: accuracy percentiles from 1 second to 10 years, in about a minute on a CPU.
 
-1. Train LeNet on the 5,000 bundled MNIST digits (a short SGD loop).
+1. Train LeNet on the 5,000 bundled MNIST digits (plain SGD through `xbar.training.train`).
 2. Program 30 instances with the ``pcm`` preset (aihwkit's PCMLikeNoiseModel statistics:
    programming noise, per-device drift exponents, accumulated 1/f read noise), read each
    at 1 s, 1 h, 1 day, 1 month, 1 year and 10 years, with and without global drift
@@ -22,26 +22,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from xbar import data, models
+from xbar import data
 from xbar.evaluation import drift_study
 from xbar.evaluation.drift import time_label
+from xbar.training import train as xtrain
 
 
 def train(epochs: int = 3, seed: int = 0):
-    torch.manual_seed(seed)
-    x, y = data.load("mnist5k", seed=seed).train.tensors
-    model = models.build("lenet")
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    for _ in range(epochs):
-        perm = torch.randperm(len(x))
-        for i in range(0, len(x), 64):
-            idx = perm[i : i + 64]
-            loss = F.cross_entropy(model(x[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    """LeNet on mnist5k by plain SGD (``xbar.training``; float weights and activations)."""
+    model, _ = xtrain("lenet", "mnist5k", "pcm", "sgd", epochs=epochs, seed=seed, lr=0.05, batch_size=64,
+                      act_bits=0, quantize_weights=False, checkpoint_every=0, progress=False)
     return model.eval()
 
 

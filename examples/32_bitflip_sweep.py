@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Bit-flip sweeps as in Emonds et al. (Fig. 3-6, Tables 2, 4, 5) on LeNet, in about a minute on a CPU.
 
-1. Train LeNet on the 5,000 bundled MNIST digits (a short SGD loop).
+1. Train LeNet on the 5,000 bundled MNIST digits (plain SGD through `xbar.training.train`).
 2. Sweep the symmetric bit-flip probability p from 1e-8 to 1e-1 on the activations
    stored as float32 (the paper's setting), fit Eq. 2 and report the midpoint noise
    level mu and the 99%-of-peak noise level; print the observed flips against p x slots.
@@ -20,28 +20,17 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-
-from xbar import data, models
+from xbar import data
 from xbar.devices.bitflip import BitFlipModel
 from xbar.evaluation import bitflip_sweep, format_table, midpoint_table
 from xbar.evaluation.plots import plot_bitflip
+from xbar.training import train as xtrain
 
 
 def train(epochs: int = 3, seed: int = 0):
-    torch.manual_seed(seed)
-    x, y = data.load("mnist5k", seed=seed).train.tensors
-    model = models.build("lenet")
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    for _ in range(epochs):
-        perm = torch.randperm(len(x))
-        for i in range(0, len(x), 64):
-            idx = perm[i : i + 64]
-            loss = F.cross_entropy(model(x[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    """LeNet on mnist5k by plain SGD (``xbar.training``; float weights and activations)."""
+    model, _ = xtrain("lenet", "mnist5k", "hfox-bitflip", "sgd", epochs=epochs, seed=seed, lr=0.05, batch_size=64,
+                      act_bits=0, quantize_weights=False, checkpoint_every=0, progress=False)
     return model.eval()
 
 

@@ -1,10 +1,9 @@
 #!/usr/bin/env python
 """Loss landscapes along device-noise directions (DAT Sec. III-C, Fig. 1) in about a minute on a CPU.
 
-1. Train three LeNets on the 5,000 bundled MNIST digits with a short SGD loop: plain
-   (w_SGD), and with the correlated device noise of ``reram-correlated-a`` (w_A) or
-   ``reram-correlated-b`` (w_B) injected at every step (a stand-in for DAT-trained
-   models; ``xbar train --algo dat-fast`` trains the real ones).
+1. Train three LeNets on the 4,000 bundled MNIST training digits with ``xbar.training.train``:
+   plain SGD (w_SGD), and DAT-Fast (Algorithm 1) against the correlated devices
+   ``reram-correlated-a`` (w_A) and ``reram-correlated-b`` (w_B).
 2. 1D: g(alpha) along 4 device-noise directions of device A (d ~ the device's noise,
    normalised by ||d||_F) for each model, averaged over the directions; plot.
 3. 2D: g(alpha, beta) on the plane w = w_SGD, u = w_A - w_SGD, v = 2 w_B - w_A - w_SGD
@@ -21,46 +20,18 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
-from xbar import data, models, presets
+from xbar import data
 from xbar.evaluation import landscape_1d, landscape_2d
 from xbar.evaluation.plots import plot_landscape_1d
+from xbar.training import train as xtrain
 
 
 def train(preset: str | None, epochs: int = 3, seed: int = 0):
-    """LeNet by SGD; with ``preset`` a device-noise draw (correlated field included) is added every step.
-
-    The draws come from a pool of 32 programmed instances per layer (``DeviceModel.program``
-    minus the noise-free target), which is much cheaper than a fresh correlated field per step.
-    """
-    torch.manual_seed(seed)
-    x, y = data.load("mnist5k", seed=0).train.tensors
-    model = models.build("lenet")
-    weights = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)]
-    dm = presets.load(preset).device_model() if preset else None
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    step = 0
-    for _ in range(epochs):
-        if dm is not None:  # a fresh pool each epoch, drawn around the current weights
-            g = torch.Generator().manual_seed(seed * 1000 + step)
-            pool = [dm.program(w.detach(), 32, g) - dm.target(w.detach()) for w in weights]
-        perm = torch.randperm(len(x))
-        for i in range(0, len(x), 64):
-            idx = perm[i : i + 64]
-            noise = [p[step % 32] for p in pool] if dm is not None else []
-            step += 1
-            with torch.no_grad():
-                for w, n in zip(weights, noise):
-                    w.add_(n)
-            loss = F.cross_entropy(model(x[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            with torch.no_grad():
-                for w, n in zip(weights, noise):
-                    w.sub_(n)
-            opt.step()
+    """LeNet on mnist5k by SGD, or with ``preset`` by DAT-Fast against its correlated noise (DAT's beta = 0.015)."""
+    model, _ = xtrain("lenet", "mnist5k", preset or "reram-correlated-a", "dat-fast" if preset else "sgd",
+                      epochs=epochs, seed=seed, lr=0.015, batch_size=64, act_bits=0, checkpoint_every=0,
+                      progress=False)
     return model.eval()
 
 
@@ -78,7 +49,7 @@ def main() -> None:
 
     # 1D along device A's noise
     curves, alphas = {}, None
-    for name, m in (("SGD", sgd), ("noise A", dev_a), ("noise B", dev_b)):
+    for name, m in (("SGD", sgd), ("DAT A", dev_a), ("DAT B", dev_b)):
         curves[name] = landscape_1d(m, split.train, "reram-correlated-a", alphas=alphas, directions=4, seed=0,
                                     limit=args.images, split="train", progress=False)
         alphas = curves["SGD"].alphas  # the same alpha grid for every model (+-2 device draws of w_SGD)

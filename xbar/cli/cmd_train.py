@@ -5,44 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import types
 
-from xbar.cli.common import positive_int
+from xbar.cli.common import nonneg_int, positive_float, positive_int
 from xbar.errors import InputError
 
 ALGOS = ("sgd", "noise", "trice", "dat-fast", "dat-full", "wvat", "sam", "swa")
-
-
-def _one_line_error(self: argparse.ArgumentParser, message: str) -> None:
-    """argparse errors as one line on stderr, exit status 2."""
-    self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def _strict_parse(self: argparse.ArgumentParser, args=None, namespace=None):
-    ns, extras = argparse.ArgumentParser.parse_known_args(self, args, namespace)
-    if extras:
-        self.error(f"unrecognized arguments: {' '.join(extras)}")
-    return ns, extras
-
-
-def _nonneg_int(value: str) -> int:
-    try:
-        v = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 0")
-    return v
-
-
-def _positive_float(value: str) -> float:
-    try:
-        v = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
-    if not v > 0 or v != v or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"{value} must be a finite number > 0")
-    return v
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -54,25 +21,23 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--checkpoint-every steps) and model.pt (the digital state dict). Unset hyper-parameters take "
         "the papers' defaults; algorithm ones are set with --hp KEY=VALUE (see --list-hp).",
     )
-    p.error = types.MethodType(_one_line_error, p)  # one line, exit 2
-    p.parse_known_args = types.MethodType(_strict_parse, p)  # unknown options: our one-line error too
     p.add_argument("--model", help="zoo model (lenet, mlp, cnn6, vgg5, vgg8, resnet18, ...)")
     p.add_argument("--data", help="dataset (digits, mnist5k offline; mnist, cifar10, cifar100 from --data-root)")
     p.add_argument("--preset", help="shipped preset name or preset TOML file")
     p.add_argument("--algo", choices=ALGOS, help="training algorithm")
     p.add_argument("--out", metavar="RUN_DIR", help="run directory")
     p.add_argument("--epochs", type=positive_int, help="epochs (default: the paper's, 100 or 200)")
-    p.add_argument("--lr", type=_positive_float, help="learning rate")
+    p.add_argument("--lr", type=positive_float, help="learning rate")
     p.add_argument("--batch-size", type=positive_int, help="batch size (default 128)")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--data-root", help="directory holding MNIST/CIFAR files")
     p.add_argument("--device", help="torch device (default cpu)")
-    p.add_argument("--act-bits", type=_nonneg_int, help="activation bits (default: TRICE's per model, 0 = none)")
-    p.add_argument("--weight-bits", type=_nonneg_int, metavar="H",
+    p.add_argument("--act-bits", type=nonneg_int, help="activation bits (default: TRICE's per model, 0 = none)")
+    p.add_argument("--weight-bits", type=nonneg_int, metavar="H",
                    help="stored weight bits, overriding the preset's (default: TRICE's per model - lenet 4, "
                    "vgg8/resnet18 6 - else the preset's; 0 = analog); recorded in the run's preset_spec")
-    p.add_argument("--checkpoint-every", type=_nonneg_int, help="checkpoint every K steps inside an epoch (default 50)")
-    p.add_argument("--eval-mc", type=_nonneg_int, help="Monte Carlo instances for the test KPP per epoch (default 0)")
+    p.add_argument("--checkpoint-every", type=nonneg_int, help="checkpoint every K steps inside an epoch (default 50)")
+    p.add_argument("--eval-mc", type=nonneg_int, help="Monte Carlo instances for the test KPP per epoch (default 0)")
     p.add_argument("--convert", action=argparse.BooleanOptionalAction, default=None,
                    help="train the aihwkit model from xbar.convert (default: the plain model)")
     p.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE", help="algorithm hyper-parameter (repeatable)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from typing import Any
 
@@ -23,21 +24,38 @@ def emit(result: Any, as_json: bool, text: str) -> None:
         print(text)
 
 
-def positive_int(value: str) -> int:
+def _checked(value: str, kind: type, ok, what: str) -> int | float:
+    """``kind(value)`` if it parses (floats: finite) and ``ok`` holds, else argparse's one-line error."""
     try:
-        v = int(value)
+        v = kind(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+        raise argparse.ArgumentTypeError(f"{value!r} is not {'an integer' if kind is int else 'a number'}") from None
+    if kind is float and not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"{value} is not a finite number")
+    if not ok(v):
+        raise argparse.ArgumentTypeError(f"{value} {what}")
     return v
+
+
+def positive_int(value: str) -> int:
+    return _checked(value, int, lambda v: v >= 1, "must be >= 1")
+
+
+def nonneg_int(value: str) -> int:
+    return _checked(value, int, lambda v: v >= 0, "must be >= 0")
+
+
+def positive_float(value: str) -> float:
+    return _checked(value, float, lambda v: v > 0, "must be > 0")
 
 
 def probability(value: str) -> float:
-    try:
-        v = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
-    if not 0.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError(f"{value} is not a probability in [0, 1]")
-    return v
+    return _checked(value, float, lambda v: 0.0 <= v <= 1.0, "is not a probability in [0, 1]")
+
+
+def percentile(value: str) -> float:
+    return _checked(value, float, lambda v: 0 < v < 100, "is not a percentile in (0, 100)")
+
+
+def fraction(value: str) -> float:
+    return _checked(value, float, lambda v: 0 < v < 1, "is not in (0, 1)")
