@@ -104,28 +104,39 @@ class KroneckerCovariance:
         nr, nc, tr, tc = _pad_tiles(rows, cols, tile_rows, tile_cols)
         mean = 0.0 if centered else self.mean
         if self.rank:
-            lr_ = self.low_rank(self.rank, tr, tc)
-            k = lr_.rank
-            zz = torch.randn((n, nr, nc, k), generator=generator, device=device, dtype=dtype)
-            zz = zz.mul_(lr_.sqrt_values.to(device=device, dtype=dtype) * scale)
-            u = lr_.row_vectors.to(device=device, dtype=dtype)
-            v = lr_.col_vectors.to(device=device, dtype=dtype)
-            # tile (i, j) is U diag(z a) V^T; one batched matmul gives all tiles (or their transposes)
+            a, u, v = self._low_rank_factors(tr, tc, torch.device(device or "cpu"), dtype)
+            zz = torch.randn((n, nr, nc, a.numel()), generator=generator, device=device, dtype=dtype)
+            zz = zz.mul_(a * scale if scale != 1.0 else a)
+            # tile (i, j) is U diag(z a) V^T. Transposed, block (j, i) is V diag(z a) U^T: with
+            # W[n, j, k, (i, r)] = (z a)[n, i, j, k] u[r, k] (k rows, small), one batched matmul
+            # V @ W gives [n, nc, tc, nr * tr], already in the weight's layout (no copy after).
             if transposed:
-                tiles = torch.matmul(v * zz.transpose(1, 2).contiguous().unsqueeze(-2), u.t())  # [n, nc, nr, tc, tr]
+                w = zz.permute(0, 2, 3, 1).unsqueeze(-1) * u.t().unsqueeze(1)  # [n, nc, k, nr, tr]
+                field = torch.matmul(v, w.reshape(n, nc, -1, nr * tr))  # [n, nc, tc, nr * tr]
             else:
-                tiles = torch.matmul(u * zz.unsqueeze(-2), v.t())  # [n, nr, nc, tr, tc]
-            field = tiles.transpose(2, 3)
+                w = zz.permute(0, 1, 3, 2).unsqueeze(-1) * v.t().unsqueeze(1)  # [n, nr, k, nc, tc]
+                field = torch.matmul(u, w.reshape(n, nr, -1, nc * tc))  # [n, nr, tr, nc * tc]
         else:
-            lr, lc = self.factors(tr, tc, device, dtype)
+            lr, lc = self._cholesky_factors(tr, tc, torch.device(device or "cpu"), dtype)
             if z is None:
                 z = torch.randn((n, nr, tr, nc, tc), generator=generator, device=device, dtype=dtype)
+            lr = lr * (self.sigma * scale)  # the scale on the small factor, not the field
             field = torch.einsum("ab,nibjc,dc->njdia" if transposed else "ab,nibjc,dc->niajd", lr, z, lc)
-            field = field * (self.sigma * scale)
         shape = (cols, rows) if transposed else (rows, cols)
         blocks = (nc * tc, nr * tr) if transposed else (nr * tr, nc * tc)
         field = field.reshape(n, *blocks)[:, : shape[0], : shape[1]]
         return field + mean if mean else field
+
+    @functools.lru_cache(maxsize=128)  # noqa: B019 - frozen, hashed by value; few distinct tiles
+    def _cholesky_factors(self, tile_rows: int, tile_cols: int, device: torch.device, dtype: torch.dtype):
+        """:meth:`factors` kept per tile shape, device and dtype (a training step samples every layer)."""
+        return self.factors(tile_rows, tile_cols, device, dtype)
+
+    @functools.lru_cache(maxsize=128)  # noqa: B019 - as above
+    def _low_rank_factors(self, tile_rows: int, tile_cols: int, device: torch.device, dtype: torch.dtype):
+        """(sqrt eigenvalues [k], row vectors [R, k], column vectors [C, k]) of :meth:`low_rank`, converted once."""
+        lr = self.low_rank(self.rank, tile_rows, tile_cols)
+        return tuple(t.to(device=device, dtype=dtype) for t in (lr.sqrt_values, lr.row_vectors, lr.col_vectors))
 
     def eigenpairs(self, k: int, tile_rows: int, tile_cols: int):
         """Top-k eigenpairs of one tile's covariance without forming it.

@@ -81,8 +81,17 @@ class XbarSimulatorTile(TorchSimulatorTile):
         self.register_buffer("programmed", None, persistent=False)
 
     def set_config(self, rpu_config: Any) -> None:
+        """Follow on-the-fly changes of ``rpu_config`` (called before every forward).
+
+        A no-op when nothing changed: module attribute assignment is slow enough to
+        matter at two calls per layer and step.
+        """
+        d = self.__dict__
+        dm = rpu_config.device_model()
+        if d.get("_f_io") is rpu_config.forward and d.get("_modifier") is rpu_config.modifier and d.get("device_model") is dm:
+            return
         super().set_config(rpu_config)
-        self.device_model = rpu_config.device_model()
+        self.device_model = dm
 
     # ---------------------------------------------------------------- weights
     def effective_weight(self, is_test: bool, batch_size: int = 1) -> torch.Tensor:

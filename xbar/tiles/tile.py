@@ -164,7 +164,11 @@ class XbarInferenceTile(TorchInferenceTile):
         return super().forward(x_input, tensor_view)
 
     def native_supported(self, conv: bool) -> bool:
-        """Whether :meth:`native_forward` gives aihwkit's result for this tile and mode."""
+        """Whether :meth:`native_forward` gives aihwkit's result for this tile and mode.
+
+        Also brings the tile's configuration up to date, as aihwkit's forward does;
+        :meth:`native_forward` relies on this call coming first.
+        """
         self.tile.set_config(self.rpu_config)
         if self.analog_bias or self.in_trans or self.out_trans:
             return False
@@ -188,7 +192,6 @@ class XbarInferenceTile(TorchInferenceTile):
         pre/post processing runs and the bias is added after the output scales.
         """
         self._check_stale()
-        self.tile.set_config(self.rpu_config)
         is_test = not self.training
         if self._plain_periphery(is_test):
             # nothing between the MVM and the bias: one op with the bias fused, as a digital layer

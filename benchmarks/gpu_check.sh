@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Every GPU check of xbar in one command, for a CUDA machine that has torch but
+# perhaps not xbar's other dependencies (run it from the repository root):
+#
+#   bash benchmarks/gpu_check.sh [OUTDIR]
+#
+# Wheels found in .whl/ (aihwkit 1.1.0 for the machine's Python, tomli-w,
+# mlxtend) are installed into /tmp/site first; see docs/getting-started.md,
+# "Checking a GPU". Each step's full output goes to OUTDIR/<step>.log (default
+# $OUT, else gpu-check/), and its exit status and time are printed:
+#   env          torch, CUDA device and aihwkit versions
+#   cuda_tests   the CUDA tests (they skip without a GPU elsewhere)
+#   train_step   benchmarks.train_step --device cuda (target <= 1.15x plain PyTorch)
+#   monte_carlo  benchmarks.monte_carlo, CUDA section included (>= 50x aihwkit,
+#                >= 3x the plain loop, 10,000-instance KPP within 60 s)
+#   distributed  the 2-process tests, and NCCL when the machine has 2 or more GPUs
+# Set LIMIT (seconds per step, default 240) to fit the machine's time.
+set -u
+out_dir=${1:-${OUT:-gpu-check}}
+mkdir -p "$out_dir"
+export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
+py=${PY:-python3}
+if compgen -G ".whl/*.whl" >/dev/null; then
+    "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+        || { echo "gpu_check: installing .whl/*.whl failed" >&2; exit 2; }
+    export PYTHONPATH=/tmp/site:$PWD
+else
+    export PYTHONPATH=$PWD
+fi
+failed=0
+step() {
+    local name=$1 start rc
+    shift
+    start=$(date +%s)
+    timeout "${LIMIT:-240}" "$@" >"$out_dir/$name.log" 2>&1
+    rc=$?
+    echo "== $name: rc=$rc, $(($(date +%s) - start)) s"
+    tail -n 4 "$out_dir/$name.log"
+    [ "$rc" -eq 0 ] || failed=1
+}
+step env "$py" -c "import torch, aihwkit; print(torch.__version__, aihwkit.__version__, torch.cuda.get_device_name(0))"
+step cuda_tests "$py" -m pytest -q -p no:cacheprovider -k "cuda" tests/test_devices.py tests/test_tiles.py \
+    tests/test_evaluation_montecarlo.py
+step train_step "$py" -m benchmarks.train_step --device cuda
+cp "$out_dir/train_step.log" "$out_dir/train_step.json" 2>/dev/null
+step monte_carlo "$py" -m benchmarks.monte_carlo
+cp "$out_dir/monte_carlo.log" "$out_dir/monte_carlo.json" 2>/dev/null
+gpus=$("$py" -c "import torch; print(torch.cuda.device_count())" 2>/dev/null || echo 0)
+if [ "${gpus:-0}" -ge 2 ]; then
+    step distributed torchrun --nproc_per_node=2 -m benchmarks.nccl_check
+else
+    step distributed "$py" -m pytest -q -p no:cacheprovider tests/test_distributed.py
+    echo "   (one GPU: NCCL needs a GPU per process, so only the gloo tests ran)"
+fi
+exit "$failed"
