@@ -24,9 +24,9 @@ def weight_scale(weights: torch.Tensor, cfg: MappingConfig) -> torch.Tensor:
         shape = [1] * w.dim()
     else:
         return w.new_ones([1] * w.dim())
-    top = torch.maximum(hi, lo.neg())
+    top = torch.maximum(hi, lo.neg_())
     denom = cfg.conductance_max_uS if cfg.analog else cfg.max_code
-    return torch.where(top > 0, top, 1.0).div_(denom).reshape(shape)
+    return top.masked_fill_(top == 0, 1.0).div_(denom).reshape(shape)  # all-zero weights: max|W| taken as 1
 
 
 def quantize(
