@@ -4,7 +4,7 @@ Same model, batch and optimizer in one run; ratios are what to read (machines ar
 noisy, ratios hold). The variants are timed round-robin, one timed step each per
 round, and each ratio (and extra time) is the median over rounds of the variant
 against plain PyTorch in the same round, so load from other processes hits both
-alike. Plain PyTorch is the fp32 model with ``torch.optim.SGD``; the analog models
+alike; ``ratio_quartiles`` gives the spread of those per-round ratios. Plain PyTorch is the fp32 model with ``torch.optim.SGD``; the analog models
 use aihwkit's ``AnalogSGD``.
 
 xbar injections: uniform (rram-uniform: Gaussian, sigma independent of the level),
@@ -114,6 +114,14 @@ def round_robin(
     return samples
 
 
+def quartiles(values: list[float]) -> list[float]:
+    """[first, third] quartile (inclusive method; the values themselves when fewer than 2)."""
+    if len(values) < 2:
+        return [values[0], values[0]] if values else []
+    q = statistics.quantiles(values, n=4, method="inclusive")
+    return [q[0], q[2]]
+
+
 def weight_pass_ms(model: nn.Module, device: torch.device, repeats: int) -> float:
     """Time of one elementwise pass over all weight tensors (multiply into a preallocated buffer)."""
     weights = [p.detach() for n, p in model.named_parameters() if n.endswith("weight") and p.dim() > 1]
@@ -155,6 +163,8 @@ def bench(name: str, image: int, channels: int, batch: int, device: torch.device
         "weights": sum(p.numel() for n, p in base.named_parameters() if n.endswith("weight") and p.dim() > 1),
         "ms_per_step": ms,
         "ratio_vs_plain": {k: paired(k, lambda a, b: a / b) for k in analog},
+        # spread of the per-round ratios: a target inside it is met or missed within the machine's noise
+        "ratio_quartiles": {k: quartiles([a / b for a, b in zip(samples[k], samples["plain"])]) for k in analog},
         "extra_ms_per_step": extra,
         "ms_per_weight_pass": one_pass,
         "extra_weight_passes": {k: extra[k] / one_pass for k in analog},
