@@ -227,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="fewer instances and images (a smoke run)")
     ap.add_argument("--repeats", type=int, default=None, help="timing repeats, best kept (default 3, quick 2)")
     ap.add_argument("--skip-cuda", action="store_true", help="skip the CUDA section even when a GPU is present")
+    ap.add_argument("--skip-cpu", action="store_true", help="skip the CPU sections (a GPU machine's check)")
     ap.add_argument("--threads", type=int, default=None,
                     help="intra-op CPU threads (default: torch's; 1 is steadier on a loaded shared machine, where "
                     "multi-threaded small ops can run 100x slower)")
@@ -243,9 +244,10 @@ def main(argv: list[str] | None = None) -> int:
         "threads": torch.get_num_threads(),
         "quick": args.quick,
         "repeats": repeats,
-        "lenet_mnist5k": lenet_mnist5k(n_xbar, n_plain, n_aihwkit, repeats, cpu, CPU_TARGETS),
-        "bitflip_resnet18": bitflip_resnet18(16 if args.quick else 64, repeats, cpu),
     }
+    if not args.skip_cpu:
+        result["lenet_mnist5k"] = lenet_mnist5k(n_xbar, n_plain, n_aihwkit, repeats, cpu, CPU_TARGETS)
+        result["bitflip_resnet18"] = bitflip_resnet18(16 if args.quick else 64, repeats, cpu)
     if torch.cuda.is_available() and not args.skip_cuda:
         gpu = torch.device("cuda")
         result["cuda"] = {
