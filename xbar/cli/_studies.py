@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-from xbar.cli.common import add_study_args, emit, positive_int
+from xbar.cli.common import add_study_args, emit, fraction, percentile, positive_int
 from xbar.errors import InputError
 
 
@@ -34,6 +34,14 @@ def add_workload_args(p: argparse.ArgumentParser, split: str = "test") -> None:
     p.add_argument("--force", action="store_true", help="overwrite --out / --plot files that exist")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_study_args(p)
+
+
+def add_instance_args(p: argparse.ArgumentParser, mc: int) -> None:
+    """The Monte Carlo options of eval and drift: N (default ``mc``), k, the interval's confidence, the noisy layers."""
+    p.add_argument("--mc", type=positive_int, default=mc, help=f"Monte Carlo instances N (default {mc})")
+    p.add_argument("--percentile", type=percentile, default=1.0, help="k of the k-th percentile (default 1)")
+    p.add_argument("--confidence", type=fraction, default=0.95, help="confidence of the KPP intervals (default 0.95)")
+    p.add_argument("--layers", help="comma-separated names of the noisy layers (default: every Conv/Linear)")
 
 
 def check_outputs(args: argparse.Namespace) -> None:

@@ -7,7 +7,6 @@ import re
 
 from xbar.cli import _studies as S
 from xbar.cli.cmd_eval import _source
-from xbar.cli.common import fraction, percentile, positive_int
 from xbar.errors import InputError
 
 _UNITS = {"s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, "mo": 30 * 86400.0, "y": 365 * 86400.0}
@@ -47,13 +46,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--times", default="1,3600,86400,2592000,31536000,315360000",
                    help="comma-separated read times in seconds or with units, e.g. 1s,1h,1d,1mo,1y,10y "
                    "(default 1 s, 1 h, 1 day, 1 month, 1 year, 10 years)")
-    p.add_argument("--mc", type=positive_int, default=100, help="Monte Carlo instances N (default 100)")
-    p.add_argument("--percentile", type=percentile, default=1.0, help="k of the k-th percentile (default 1)")
-    p.add_argument("--confidence", type=fraction, default=0.95, help="confidence of the KPP intervals (default 0.95)")
+    S.add_instance_args(p, mc=100)
     p.add_argument("--no-compensation", action="store_true", help="only without global drift compensation")
     p.add_argument("--compensation-only", action="store_true", help="only with global drift compensation")
     p.add_argument("--no-read-noise", action="store_true", help="drift only, no read noise")
-    p.add_argument("--layers", help="comma-separated names of the noisy layers (default: every Conv/Linear)")
     p.set_defaults(func=run)
 
 

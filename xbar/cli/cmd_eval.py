@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from xbar.cli import _studies as S
-from xbar.cli.common import fraction, percentile, positive_float, positive_int
+from xbar.cli.common import positive_float, positive_int
 from xbar.errors import InputError
 
 
@@ -18,12 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     S.add_workload_args(p)
     p.add_argument("--preset", help="device preset name or TOML file (default: the run's preset)")
-    p.add_argument("--mc", type=positive_int, default=1000, help="Monte Carlo instances N (default 1000)")
-    p.add_argument("--percentile", type=percentile, default=1.0, help="k of the k-th percentile (default 1)")
-    p.add_argument("--confidence", type=fraction, default=0.95, help="confidence of the KPP interval (default 0.95)")
+    S.add_instance_args(p, mc=1000)
     p.add_argument("--tolerance", type=positive_float, help="adaptive: double N until the interval is narrower than this")
     p.add_argument("--max-mc", type=positive_int, help="adaptive: at most this many instances (default 16 x --mc)")
-    p.add_argument("--layers", help="comma-separated names of the noisy layers (default: every Conv/Linear)")
     p.add_argument("--noisy-bias", action="store_true", help="program the biases on devices too (default: digital)")
     p.add_argument("--sigmas", help="sigma sweep (TRICE Table I, Fig. 5/6): comma-separated values of --sigma-field")
     p.add_argument("--sigma-field", default="sigma_d", help="preset field the sweep sets (default sigma_d)")
