@@ -73,7 +73,10 @@ class KroneckerCovariance:
             if not (v >= 0 and math.isfinite(v)):
                 raise ValueError(f"{name} = {v}: expected a finite length >= 0 (devices)")
 
-    def factors(self, tile_rows: int, tile_cols: int, device=None, dtype=torch.float32):
+    @functools.lru_cache(maxsize=128)  # noqa: B019 - frozen, hashed by value; few distinct tiles
+    def factors(self, tile_rows: int, tile_cols: int, device: torch.device, dtype: torch.dtype = torch.float32):
+        """Cholesky factors (rows, cols) of one tile's kernels on ``device``, kept per shape, device
+        and dtype (a training step samples every layer); shared tensors, not to be modified."""
         lr = _kernel_factors(tile_rows, float(self.length_rows))[0].to(device=device, dtype=dtype)
         lc = _kernel_factors(tile_cols, float(self.length_cols))[0].to(device=device, dtype=dtype)
         return lr, lc
@@ -117,7 +120,7 @@ class KroneckerCovariance:
                 w = zz.permute(0, 1, 3, 2).unsqueeze(-1) * v.t().unsqueeze(1)  # [n, nr, k, nc, tc]
                 field = torch.matmul(u, w.reshape(n, nr, -1, nc * tc))  # [n, nr, tr, nc * tc]
         else:
-            lr, lc = self._cholesky_factors(tr, tc, torch.device(device or "cpu"), dtype)
+            lr, lc = self.factors(tr, tc, torch.device(device or "cpu"), dtype)
             if z is None:
                 z = torch.randn((n, nr, tr, nc, tc), generator=generator, device=device, dtype=dtype)
             lr = lr * (self.sigma * scale)  # the scale on the small factor, not the field
@@ -127,12 +130,7 @@ class KroneckerCovariance:
         field = field.reshape(n, *blocks)[:, : shape[0], : shape[1]]
         return field + mean if mean else field
 
-    @functools.lru_cache(maxsize=128)  # noqa: B019 - frozen, hashed by value; few distinct tiles
-    def _cholesky_factors(self, tile_rows: int, tile_cols: int, device: torch.device, dtype: torch.dtype):
-        """:meth:`factors` kept per tile shape, device and dtype (a training step samples every layer)."""
-        return self.factors(tile_rows, tile_cols, device, dtype)
-
-    @functools.lru_cache(maxsize=128)  # noqa: B019 - as above
+    @functools.lru_cache(maxsize=128)  # noqa: B019 - as factors
     def _low_rank_factors(self, tile_rows: int, tile_cols: int, device: torch.device, dtype: torch.dtype):
         """(sqrt eigenvalues [k], row vectors [R, k], column vectors [C, k]) of :meth:`low_rank`, converted once."""
         lr = self.low_rank(self.rank, tile_rows, tile_cols)
