@@ -46,7 +46,7 @@ def main() -> None:
     split = data.load("mnist5k", seed=0)
     model = train()
     print(f"trained LeNet in {time.time() - t0:.0f} s")
-    kw = dict(p_min=1e-8, p_max=1e-1, points_per_decade=1, repeats=args.repeats, targets=["activations"],
+    kw = dict(p_min=1e-8, p_max=1e-1, points_per_decade=2, repeats=args.repeats, targets=["activations"],
               limit=args.images, num_classes=10, progress=False)
 
     # 2. float32 activations, the paper's default sweep (Fig. 3)

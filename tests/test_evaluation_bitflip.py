@@ -187,16 +187,19 @@ def test_batching_does_not_change_a_sweep():
 
 def test_sweep_fit_table_and_plot(tmp_path):
     model, split = lenet(), digits()
-    kw = dict(p_min=1e-6, p_max=1e-1, points_per_decade=1, repeats=2, targets=["activations"], limit=150, progress=False)
+    # two points per decade, so points lie on the slope and the midpoint is identified
+    kw = dict(p_min=1e-6, p_max=1e-1, points_per_decade=2, repeats=2, targets=["activations"], limit=150, progress=False)
     f32 = bitflip_sweep(model, split, "float32", **kw)
     i8 = bitflip_sweep(model, split, "int8", **kw)
-    assert f32.accuracy.shape == (6, 2)
-    assert f32.fit is not None and f32.fit.converged, f32.fit.reason
+    assert f32.accuracy.shape == (11, 2)
+    for r in (f32, i8):
+        assert r.fit is not None and r.fit.converged, r.fit.reason
+        lo, hi = r.fit.midpoint_p_interval
+        assert math.log10(hi / lo) < 0.5  # the interval is narrower than one grid step
     assert f32.accuracy[-1].mean() < 0.3  # p = 0.1 destroys a float network
     rows = midpoint_table({"float32": f32, "int8": i8}, reference="float32")
     assert rows[0]["improvement"] == pytest.approx(1.0)
-    if rows[1]["converged"]:
-        assert rows[1]["improvement"] > 1.0  # quantization helps (Emonds Table 4)
+    assert rows[1]["converged"] and rows[1]["improvement"] > 1.0  # quantization helps (Emonds Table 4)
     text = format_table(rows, ["label", "midpoint_p", "improvement"])
     assert "float32" in text and "int8" in text
     d = json.loads(json.dumps(f32.to_dict()))

@@ -108,6 +108,17 @@ def test_drop_beyond_probed_range_does_not_converge():
     assert "probed" in fit.reason
 
 
+@pytest.mark.parametrize("step_at", [-3.95, -3.5, -3.05])
+def test_step_between_probed_points_does_not_converge(step_at):
+    """A drop with no point on the slope leaves mu free within the gap: no midpoint, the gap named."""
+    p = 10.0 ** np.arange(-8, 0)  # one point per decade
+    rng = np.random.default_rng(0)
+    acc = rng.binomial(N_TEST, np.where(np.log10(p) < step_at, A_MAX, A_MIN)[:, None], (p.size, N_REPEATS)) / N_TEST
+    fit = fit_midpoint(p, acc, num_classes=10)
+    assert not fit.converged and fit.midpoint_p is None
+    assert "not identified" in fit.reason and "0.0001 and 0.001" in fit.reason
+
+
 def test_to_dict_is_json():
     d = fit_midpoint(P, synthetic(4), num_classes=10).to_dict()
     s = json.dumps(d)

@@ -116,7 +116,7 @@ def test_drift_json(runs, capsys, tmp_path):
 
 
 def test_bitflip_json_and_tables(runs, capsys, tmp_path):
-    d = _json(capsys, ["bitflip", str(runs["r0"]), "--dtype", "float32,int8", "--p-min", "1e-5", "--p-max", "1e-1",
+    d = _json(capsys, ["bitflip", str(runs["r0"]), "--dtype", "float32,int8", "--p-min", "1e-5", "--p-max", "1e-1", "--points-per-decade", "1",
                        "--repeats", "2", "--targets", "weights,activations", "--json", "--plot",
                        str(tmp_path / "b.png"), *FAST])
     for key in ("study", "targets", "p", "repeats", "table", "sweeps", "reference"):

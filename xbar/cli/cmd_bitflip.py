@@ -25,7 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"storage format(s), comma-separated: {', '.join(DTYPES)} (default float32)")
     p.add_argument("--p-min", type=probability, default=1e-8, help="smallest p (default 1e-8)")
     p.add_argument("--p-max", type=probability, default=1e-1, help="largest p (default 1e-1)")
-    p.add_argument("--points-per-decade", type=positive_int, default=1, help="grid points per decade of p (default 1)")
+    p.add_argument("--points-per-decade", type=positive_int, default=2,
+                   help="grid points per decade of p (default 2; with 1, a steep drop may fall between two points and leave the midpoint unidentified)")
     p.add_argument("--repeats", type=positive_int, default=5, help="instances per p (default 5, as the paper)")
     p.add_argument("--targets", default="activations",
                    help="comma-separated: weights, biases, activations (default activations, as the paper)")

@@ -1,7 +1,9 @@
 """Bit-flip sweeps (Emonds et al.): accuracy against flip probability p, midpoint fits, tables.
 
 A sweep evaluates ``repeats`` instances at each p of a log grid (default 1e-8 .. 1e-1,
-``points_per_decade`` per decade, symmetric p1 = p2 = p as in the paper). In an
+``points_per_decade`` per decade, default 2, symmetric p1 = p2 = p as in the paper;
+a network's drop spans under a decade, so one point per decade often leaves no point
+on the slope and no identified midpoint). In an
 instance every targeted tensor is stored in the chosen format, hit by the fliptensors
 of Eq. 3 (``xbar.devices.bitflip``) and read back:
 
@@ -73,7 +75,7 @@ __all__ = [
 
 TARGETS = ("weights", "biases", "activations")
 
-def p_grid(p_min: float = 1e-8, p_max: float = 1e-1, points_per_decade: int = 1) -> np.ndarray:
+def p_grid(p_min: float = 1e-8, p_max: float = 1e-1, points_per_decade: int = 2) -> np.ndarray:
     """Log grid from p_min to p_max with ``points_per_decade`` points per decade (both ends included)."""
     if not (0 < p_min < p_max <= 1):
         raise ValueError(f"p range [{p_min}, {p_max}]: expected 0 < p_min < p_max <= 1")
@@ -394,7 +396,7 @@ def bitflip_sweep(
     p: Sequence[float] | None = None,
     p_min: float = 1e-8,
     p_max: float = 1e-1,
-    points_per_decade: int = 1,
+    points_per_decade: int = 2,
     repeats: int = 5,
     targets: Sequence[str] = ("activations",),
     mask="all",

@@ -138,9 +138,11 @@ def fit_midpoint(
 
     Not converged (no midpoint reported) when the optimizer fails, the covariance
     is not finite, there are fewer observations than parameters + 1, the fitted
-    curve does not drop, the drop is not significant (< 3 standard errors), or
+    curve does not drop, the drop is not significant (< 3 standard errors),
     mu lies outside the probed range of p (the accuracy never falls past the
-    midpoint within the sweep).
+    midpoint within the sweep), or mu is not identified (its confidence interval is
+    wider than the sweep: the accuracy steps between two probed points, so no
+    observation constrains where between them the midpoint lies).
     """
     p_arr = np.asarray(p, dtype=float)
     acc = np.asarray(accuracy, dtype=float)
@@ -278,6 +280,17 @@ def fit_midpoint(
 
     t = float(stats.t.ppf(0.5 * (1.0 + confidence), dof))
     mu_se, sigma_se = float(se[0]), float(se[1])
+    if t * mu_se > span:
+        # A step between two probed points: every mu in the gap fits alike (sigma -> 0).
+        i = min(int(np.searchsorted(x, mu, side="right")), x.size - 1)
+        lo, hi = 10 ** x[max(i - 1, 0)], 10 ** x[i]
+        return _failed(
+            f"the midpoint is not identified: the accuracy falls between p = {lo:.3g} and "
+            f"{hi:.3g} with no probed point on the slope; probe more points per decade there",
+            a_min_fit,
+            a_max_fit,
+            **info,
+        )
     p99 = None
     if 0.99 * a_max_fit > a_min_fit:
         z = math.log(0.01 * a_max_fit / (0.99 * a_max_fit - a_min_fit))
