@@ -97,18 +97,18 @@ class XbarNoiseModel(BaseNoiseModel):
     # --------------------------------------------------- per-conductance hooks
     @torch.no_grad()
     def apply_programming_noise_to_conductance(self, g_target: torch.Tensor) -> torch.Tensor:
-        """Independent programming noise of devices at levels ``g_target`` (level units)."""
+        """Programming noise of devices at levels ``g_target`` (level units, shaped like the
+        weight): per-level noise and offsets plus, for a correlated preset, the device
+        field N(mu, Sigma) over the crossbar layout (DAT III-A), one draw per call as each
+        device plane of :meth:`DeviceModel.program_devices` gets its own."""
         dm = self.device_model
-        prog = dm.programming
-        if prog is None or prog.is_zero:
-            return g_target.clone()
-        g = g_target + prog.sigma(g_target, dm.mapping) * torch.randn(
-            g_target.shape, generator=self.generator, device=g_target.device, dtype=g_target.dtype
-        )
-        mu = prog.mean(g_target)
-        if mu is not None:
-            g = g + mu
-        return g.clamp(min=0.0) if dm.clips else g
+        corr = dm.correlation
+        field = None
+        if corr is not None and corr.sigma > 0:
+            field = dm._device_field(corr, g_target, 1, self.generator)[0]
+        elif corr is not None and corr.mean != 0:
+            field = corr.mean
+        return dm.program_levels(g_target, self.generator, field)[0]
 
     @torch.no_grad()
     def generate_drift_coefficients(self, g_target: torch.Tensor) -> torch.Tensor | None:
