@@ -223,7 +223,7 @@ def test_tiny_p_runs_sparse_on_ten_million(monkeypatch):
     n_flipped = sum(bin(int(v)).count("1") for v in diff)
     # expected 3.2 (= expected_flips); P(Poisson(3.2) > 20) < 1e-9
     assert expected_flips(x.numel(), m) == pytest.approx(3.2)
-    assert 0 < n_flipped <= 20
+    assert n_flipped <= 20  # (P(0 flips) = exp(-3.2) = 4%, so no lower bound)
 
 
 # --------------------------------------------------------------------------- what flips do to values

@@ -186,14 +186,34 @@ def test_dense_covariance_rejects_non_psd() -> None:
         DenseCovariance(torch.tensor([[1.0, 2.0], [2.0, 1.0]]))
 
 
-def test_large_tile_never_forms_the_dense_matrix() -> None:
-    """A 512 x 512 tile (262,144 devices; a dense Sigma would be 275 GB) samples directly."""
+def test_large_tile_never_forms_the_dense_matrix(monkeypatch) -> None:
+    """A 512 x 512 tile (262,144 devices; a dense Sigma would be 275 GB) samples directly:
+    no dense covariance, no factorisation of anything larger than one 512 x 512 kernel."""
+    import xbar.devices.correlated as correlated
+
+    def small_only(fn):
+        def wrapped(a, *args, **kw):
+            assert a.shape[-1] <= 512, f"{fn.__name__} of a {tuple(a.shape)} matrix"
+            return fn(a, *args, **kw)
+        return wrapped
+
+    for name in ("eigh", "cholesky", "eigvalsh"):
+        monkeypatch.setattr(correlated.torch.linalg, name, small_only(getattr(torch.linalg, name)))
+    monkeypatch.setattr(correlated.torch, "kron", lambda *a: pytest.fail("kron formed a dense covariance"))
+    correlated._kernel_factors.cache_clear()  # factor the kernels under the guards
     k = KroneckerCovariance(sigma=0.2, length_rows=8.0, length_cols=8.0)
     f = k.sample(512, 512, 2, 512, 512, torch.Generator().manual_seed(0))
     assert f.shape == (2, 512, 512)
-    assert abs(f.std().item() - 0.2) < 0.02
+    # sd of s for N correlated samples: Var(s^2) = 2 sigma^4 sum(rho^2) / N, sum(rho^2) =
+    # (sum_k exp(-2|k| / 8))^2 = coth(1/8)^2 over both axes; s ~ sigma (1 + (s^2/sigma^2 - 1) / 2)
+    n = f.numel()
+    se = 0.2 * math.sqrt(2 * (1 / math.tanh(1 / 8)) ** 2 / n) / 2
+    assert abs(f.std().item() - 0.2) < stats.norm.ppf(1 - ALPHA / 2) * se
     vals, vr, vc = k.eigenpairs(10, 512, 512)
     assert vals.shape == (10,) and vr.shape == (512, 10)
+    # the top eigenvalue is the product of the two kernels' largest, times sigma^2
+    top = torch.linalg.eigvalsh(correlated.exponential_kernel(512, 8.0))[-1]
+    assert vals[0].item() == pytest.approx(0.04 * top.item() ** 2, rel=1e-9)
 
 
 def test_correlated_weight_noise_uses_crossbar_layout() -> None:

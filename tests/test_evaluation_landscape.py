@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from scipy import stats
 
 from tests.test_evaluation_helpers import digits, lenet, one_thread, tiny_bn
 from xbar import presets
@@ -40,7 +41,11 @@ def test_directions_are_device_noise_normalised_by_the_frobenius_norm():
     raw, _ = device_directions(model, "rram-uniform", directions=1, seed=1, normalize="none")
     dm = presets.load("rram-uniform").device_model()
     w = model.classifier[0].weight.detach()
-    assert abs(float(raw[0]["classifier.0"].mean())) < 0.2 * float(dm.weight_std(w).mean())
+    z = (raw[0]["classifier.0"] / dm.weight_std(w)).double().flatten()  # should be N(0, 1) each
+    n = z.numel()
+    assert abs(float(z.mean())) < stats.norm.ppf(1 - 1e-3 / 2) / math.sqrt(n)
+    chi2 = (n - 1) * float(z.var())
+    assert stats.chi2.ppf(1e-3 / 2, n - 1) < chi2 < stats.chi2.ppf(1 - 1e-3 / 2, n - 1)
     layer, _ = device_directions(model, "rram-uniform", directions=1, seed=1, normalize="layer")
     for name, v in layer[0].items():
         mod = dict(model.named_modules())[name]

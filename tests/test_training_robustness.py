@@ -31,6 +31,7 @@ import statistics
 import pytest
 import torch
 
+from tests.test_evaluation_helpers import one_thread
 from xbar import data, presets
 from xbar.training import forward_weights, kpp_of, monte_carlo_accuracy, noisy_parameters, train
 from xbar.training.trainer import Batches
@@ -47,18 +48,18 @@ COMMON = dict(batch_size=32, schedule="cosine", progress=False, checkpoint_every
 @functools.cache
 def _kpp(setup: tuple, algo: str, seed: int, epochs: int, hyper: tuple = (), last_only: bool = False,
          n_mc: int = 500, lr: float = 0.05) -> float:
-    torch.set_num_threads(1)
-    preset = presets.load(setup[0], **dict(setup[1]))
-    model, _ = train("lenet", "digits", preset, algo, epochs=epochs, seed=seed, lr=lr, **COMMON, **dict(hyper))
-    x, y = Batches(data.load("digits", seed=seed).test).all()
-    targets = noisy_parameters(model, preset)
-    gen = torch.Generator().manual_seed(1000 + seed)
-    if last_only:
-        with forward_weights(targets[:-1]):  # the other layers stay clean (quantized)
-            accs = monte_carlo_accuracy(model, targets[-1:], x, y, n_mc, gen)
-    else:
-        accs = monte_carlo_accuracy(model, targets, x, y, n_mc, gen)
-    return kpp_of(accs, 0.01)
+    with one_thread():  # restored afterwards, for the tests that follow
+        preset = presets.load(setup[0], **dict(setup[1]))
+        model, _ = train("lenet", "digits", preset, algo, epochs=epochs, seed=seed, lr=lr, **COMMON, **dict(hyper))
+        x, y = Batches(data.load("digits", seed=seed).test).all()
+        targets = noisy_parameters(model, preset)
+        gen = torch.Generator().manual_seed(1000 + seed)
+        if last_only:
+            with forward_weights(targets[:-1]):  # the other layers stay clean (quantized)
+                accs = monte_carlo_accuracy(model, targets[-1:], x, y, n_mc, gen)
+        else:
+            accs = monte_carlo_accuracy(model, targets, x, y, n_mc, gen)
+        return kpp_of(accs, 0.01)
 
 
 def _freeze(setup):
