@@ -318,6 +318,11 @@ def test_default_generator_and_multidim_shape():
     torch.manual_seed(0)
     y = flip_bits(x, BitFlipModel(0.01, 0.01, "bfloat16"))
     assert y.shape == x.shape and y.dtype == x.dtype
+    stored = flip_bits(x, BitFlipModel(0.0, 0.0, "bfloat16"))
+    changed = int((y != stored).sum())  # 16 bits an element, each flipping with 0.01
+    assert within(changed, x.numel(), 1 - 0.99**16)
+    torch.manual_seed(0)
+    assert torch.equal(flip_bits(x, BitFlipModel(0.01, 0.01, "bfloat16")), y)  # the global stream
 
 
 def test_flip_counts_on_patterns_and_shape_check():
@@ -346,3 +351,7 @@ def test_cuda(method):
     assert within(c["total_1to0"], sum(c["ones"][:23]), 0.03)
     q = flip_bits(x.half(), BitFlipModel(1e-4, 1e-4, "int8"))  # default CUDA generator
     assert q.is_cuda and q.dtype == torch.float16
+    # symmetric p: each of the 8 bits of an element flips with 1e-4 whatever its value
+    stored = flip_bits(x.half(), BitFlipModel(0.0, 0.0, "int8"))
+    changed = int((q != stored).sum())
+    assert within(changed, x.numel(), 1 - (1 - 1e-4) ** 8)

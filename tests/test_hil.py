@@ -108,11 +108,26 @@ def test_correlated_preset_gives_the_preset_variance_and_neighbour_correlation()
     e = torch.stack(errs).double()
     c = preset.correlation
     var = preset.programming.sigma_d**2 + c.sigma**2
-    assert abs(float(e.var()) / var - 1) < 0.15
-    along_cols = float((e[:, :, 1:] * e[:, :, :-1]).mean() / e.var())
-    along_rows = float((e[:, 1:, :] * e[:, :-1, :]).mean() / e.var())
-    assert abs(along_cols - c.sigma**2 * np.exp(-1 / c.length_cols) / var) < 0.08
-    assert abs(along_rows - c.sigma**2 * np.exp(-1 / c.length_rows) / var) < 0.08
+    cov = c.to_dense(32, 32).double() + preset.programming.sigma_d**2 * torch.eye(32 * 32, dtype=torch.float64)
+    z = stats.norm.ppf(1 - ALPHA / 6)  # two-sided, three checks
+    idx = torch.arange(32 * 32).reshape(32, 32)
+
+    def product_cov(a: torch.Tensor, b: torch.Tensor, c_: torch.Tensor, d: torch.Tensor) -> float:
+        """Cov(mean x_a x_b, mean x_c x_d) over index pairs of one tile, averaged over 16 tiles:
+        Gaussian errors give Cov(x_a x_b, x_c x_d) = C_ac C_bd + C_ad C_bc."""
+        a, b, c_, d = (t.flatten() for t in (a, b, c_, d))
+        terms = cov[a][:, c_] * cov[b][:, d] + cov[a][:, d] * cov[b][:, c_]
+        return float(terms.sum()) / (a.numel() * c_.numel()) / 16
+
+    var_s2 = product_cov(idx, idx, idx, idx)
+    assert abs(float(e.var()) - var) < z * var_s2**0.5
+    for lag, (a, b) in {"cols": (idx[:, 1:], idx[:, :-1]), "rows": (idx[1:, :], idx[:-1, :])}.items():
+        prod = e[:, 1:, :] * e[:, :-1, :] if lag == "rows" else e[:, :, 1:] * e[:, :, :-1]
+        length = c.length_rows if lag == "rows" else c.length_cols
+        rho = c.sigma**2 * np.exp(-1 / length) / var
+        # r = m / s^2 by the delta method: Var(r) = (Var m - 2 rho Cov(m, s^2) + rho^2 Var s^2) / var^2
+        var_r = (product_cov(a, b, a, b) - 2 * rho * product_cov(a, b, idx, idx) + rho**2 * var_s2) / var**2
+        assert abs(float(prod.mean() / e.var()) - rho) < z * var_r**0.5, lag
 
 
 def test_read_noise_is_fresh_at_every_read_with_the_preset_sigma():
