@@ -240,6 +240,12 @@ def test_sigma_sweep_table_and_plot(tmp_path):
     s = sigma_sweep(models, digits(), "rram-uniform", sigmas=(0.0, 0.2, 0.4), n=8, percentile=10, limit=100, progress=False)
     assert s.kpp.shape == (2, 3)
     assert np.all(s.kpp[:, 0] >= s.kpp[:, 2])  # more device variation, lower KPP
+    # a cell is the Monte Carlo study of the preset with that sigma_d, instance for instance
+    cell = monte_carlo(models["a"], digits(), presets.load("rram-uniform", sigma_d=0.2), n=8, seed=0,
+                       percentile=10, limit=100, progress=False)
+    np.testing.assert_array_equal(s.results[("a", 0.2)].per_instance["accuracy"], cell.per_instance["accuracy"])
+    assert s.kpp[0, 1] == cell.kpp() and s.mean[0, 1] == cell.mean
+    assert np.ptp(s.results[("a", 0.0)].per_instance["accuracy"]) == 0  # sigma_d = 0: every instance alike
     rows = s.table()
     assert [r["sigma_d"] for r in rows] == [0.0, 0.2, 0.4] and set(rows[0]) == {"sigma_d", "a", "b"}
     assert s.plot(tmp_path / "sweep.png").exists()
