@@ -468,6 +468,31 @@ def test_kpp_follows_algorithm_2_index():
     assert kpp_of(perf, 0.2) == 0.3  # sorted[int(0.2 * 5)] = sorted[1]
     assert kpp_of(perf, 1.0) == 0.9
     assert kpp_of(list(range(300)), 0.01) == 3
+    # the same order statistic as the study engine's TRICE rule, for every n and percentile
+    from xbar.evaluation import kpp as study_kpp
+
+    g = torch.Generator().manual_seed(0)
+    for n in (1, 7, 100, 1000):
+        values = torch.rand(n, generator=g, dtype=torch.float64).numpy()
+        for k in (0.5, 1.0, 5.0, 29.0, 50.0, 99.0):
+            assert kpp_of(values, k / 100) == study_kpp(values, k, rule="trice"), (n, k)
+
+
+def test_monte_carlo_accuracy_restores_weights_and_mode_after_an_error(monkeypatch):
+    import xbar.training.mc as mc
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10)).train()
+    targets = noisy_parameters(model, presets.load("rram-uniform"))
+    before = [p.detach().clone() for p in model.parameters()]
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("evaluation failed")
+
+    monkeypatch.setattr(mc, "accuracy", fail)
+    with pytest.raises(RuntimeError, match="evaluation failed"):
+        mc.monte_carlo_accuracy(model, targets, torch.rand(4, 1, 8, 8), torch.zeros(4, dtype=torch.long), 3)
+    assert model.training
+    assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
 
 
 def test_lr_schedules():

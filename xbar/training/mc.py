@@ -9,6 +9,7 @@ holds the full study engine; TRICE's in-training ranking only needs this.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -18,11 +19,12 @@ from xbar.training.params import NoisyParam
 
 
 def kpp_of(perf: Sequence[float] | torch.Tensor, q: float) -> float:
-    """perf_l[q * len(perf_l)] of the ascending list (Alg. 2 lines 9-10), index clamped to the list."""
+    """perf_l[floor(q * len(perf_l))] of the ascending list (Alg. 2 lines 9-10), index clamped
+    to the list; the order statistic of ``xbar.evaluation.kpp(..., rule="trice")``."""
     p = torch.as_tensor(perf, dtype=torch.float64).flatten().sort().values
     if p.numel() == 0:
         raise ValueError("no Monte Carlo results")
-    idx = min(int(q * p.numel()), p.numel() - 1)
+    idx = min(math.floor(q * p.numel() + 1e-9), p.numel() - 1)  # 0.29 * 100 is 28.999...
     return float(p[idx])
 
 
