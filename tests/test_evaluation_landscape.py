@@ -90,3 +90,15 @@ def test_2d_default_grid_is_the_papers_and_architectures_must_match():
     assert DAT_BETAS[0] == -0.3 and DAT_BETAS[-1] == 0.8
     with pytest.raises(ValueError, match="same parameters"):
         landscape_2d(tiny_bn(0), lenet(), tiny_bn(1), digits().train, progress=False)
+
+
+def test_an_xbar_data_split_gives_the_named_part():
+    model, split = lenet(), digits()
+    kw = dict(alphas=[0.0], directions=1, progress=False)
+    train = landscape_1d(model, split, "rram-uniform", **kw)
+    test = landscape_1d(model, split, "rram-uniform", split="test", **kw)
+    assert train.split == "train" and train.num_images == len(split.train)
+    assert test.split == "test" and test.num_images == len(split.test)
+    np.testing.assert_allclose(train.loss[0, 0], _loss(model, split), rtol=1e-5)
+    with pytest.raises(ValueError, match="split"):
+        landscape_1d(model, split, "rram-uniform", split="val", **kw)

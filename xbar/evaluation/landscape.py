@@ -103,7 +103,7 @@ class Landscape1D:
     noise_norms: list[float]
     preset: str | None
     seed: int
-    split: str = "test"
+    split: str = "train"
     num_images: int = 0
     seconds: float = 0.0
     layers: list[str] = field(default_factory=list)
@@ -182,6 +182,16 @@ class Landscape2D:
         return plot_landscape_2d(self, path, force=force)
 
 
+def _part(data, split: str):
+    """The ``split`` part ("train" or "test") of an ``xbar.data`` split; other data as given
+    (``split`` then only labels the result)."""
+    if hasattr(data, "test") and hasattr(data, "num_classes"):
+        if split not in ("train", "test"):
+            raise ValueError(f"split = {split!r}: expected 'train' or 'test' for an xbar.data split")
+        return getattr(data, split)
+    return data
+
+
 def landscape_1d(
     model: nn.Module,
     data,
@@ -196,7 +206,7 @@ def landscape_1d(
     device: torch.device | str | None = None,
     strategy: str = "auto",
     limit: int | None = None,
-    split: str = "test",
+    split: str = "train",
     progress: bool = True,
     dist: Dist | None = None,
 ) -> Landscape1D:
@@ -204,6 +214,8 @@ def landscape_1d(
 
     Default ``alphas``: 21 points over [-2, 2] x noise_norm for "model" (alpha = noise_norm
     is the device's own noise magnitude), [-1, 1] for "layer", [-2, 2] for "none".
+    ``data`` as for ``monte_carlo``, except that of an ``xbar.data`` split the ``split``
+    part is used (default the training images: DAT plots training loss).
     """
     if directions < 1:
         raise ValueError(f"directions = {directions}: expected >= 1")
@@ -221,7 +233,7 @@ def landscape_1d(
     if grid.ndim != 1 or grid.size < 1 or not np.all(np.isfinite(grid)):
         raise ValueError("alphas: expected a non-empty list of finite numbers")
     stacked = StackedModel(model, layers=list(dirs[0]), strategy=strategy, device=dev)
-    batches = as_batches(data, batch_size, dev, limit)
+    batches = as_batches(_part(data, split), batch_size, dev, limit)
     dirs = [{k: v.to(dev) for k, v in d.items()} for d in dirs]
     na = grid.size
 
@@ -295,7 +307,10 @@ def landscape_2d(
     progress: bool = True,
     dist: Dist | None = None,
 ) -> Landscape2D:
-    """g(alpha, beta) on the plane through three trained models (DAT Sec. III-C, 2D surface)."""
+    """g(alpha, beta) on the plane through three trained models (DAT Sec. III-C, 2D surface).
+
+    ``data``: as for :func:`landscape_1d` (of an ``xbar.data`` split, its ``split`` part).
+    """
     ga, gb = np.asarray(alphas, dtype=float), np.asarray(betas, dtype=float)
     if ga.ndim != 1 or gb.ndim != 1 or ga.size < 1 or gb.size < 1:
         raise ValueError("alphas, betas: expected non-empty lists of numbers")
@@ -304,7 +319,7 @@ def landscape_2d(
     names = [n for n, m in w_sgd.named_modules() if isinstance(m, STACKABLE)]
     plane = _plane(w_sgd, w_a, w_b, names)
     stacked = StackedModel(w_sgd, layers=names, strategy=strategy, device=dev)
-    batches = as_batches(data, batch_size, dev, limit)
+    batches = as_batches(_part(data, split), batch_size, dev, limit)
     nb = gb.size
     dtype = {n: stacked.base(n).weight.dtype if getattr(stacked.base(n), "weight", None) is not None else torch.float32 for n in names}
 
