@@ -29,6 +29,7 @@ from xbar.hil import (
     evaluate,
     program_model,
     read_model,
+    read_weights,
 )
 
 ALPHA = 1e-3
@@ -503,3 +504,12 @@ def test_recording_close_does_not_replace_a_file_that_appeared(tmp_path):
     forced = RecordingBackend(EmulatedBackend("fefet1", rows=8, cols=8), path, force=True)
     forced.program(0, level_block(8, 8))
     assert forced.close() == path and h5py.is_hdf5(path)
+
+
+def test_read_weights_by_layer_name(tiny):
+    preset = presets.load("fefet1")
+    session = program_model(tiny, EmulatedBackend(preset, rows=32, cols=16, seed=2), preset)
+    first = session.layers[0]
+    assert torch.equal(read_weights(session, first.name), read_weights(session, first))
+    with pytest.raises(InputError, match="not programmed"):
+        read_weights(session, "nope")

@@ -179,8 +179,16 @@ def program_model(model: nn.Module, backend: CrossbarBackend, preset) -> HilSess
     return session
 
 
-def read_weights(session: HilSession, layer: LayerPlacement) -> torch.Tensor:
-    """Read one layer's tiles back and recombine them into weights (TRICE Eq. 14), on the CPU."""
+def read_weights(session: HilSession, layer: LayerPlacement | str) -> torch.Tensor:
+    """Read one layer's tiles back and recombine them into weights (TRICE Eq. 14), on the CPU.
+
+    ``layer``: one of ``session.layers`` or its module name (``"classifier.4"``).
+    """
+    if isinstance(layer, str):
+        by_name = {p.name: p for p in session.layers}
+        if layer not in by_name:
+            raise InputError(f"read_weights: layer {layer!r} was not programmed; expected one of {', '.join(by_name)}")
+        layer = by_name[layer]
     cfg = session.device_model.mapping
     rows, cols = layer.matrix_shape
     mats = torch.zeros(cfg.planes, cfg.slices, rows, cols)
