@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Drift study on phase-change memory: accuracy percentiles from 1 second to 10 years, in about a minute on a CPU.
 
-1. Train LeNet on the 5,000 bundled MNIST digits (plain SGD through `xbar.training.train`).
+1. Train LeNet on the 4,000 training images of the 5,000 bundled MNIST digits (plain SGD through `xbar.training.train`).
 2. Program 30 instances with the ``pcm`` preset (aihwkit's PCMLikeNoiseModel statistics:
    programming noise, per-device drift exponents, accumulated 1/f read noise), read each
    at 1 s, 1 h, 1 day, 1 month, 1 year and 10 years, with and without global drift

@@ -2,8 +2,8 @@
 """Fit -> train -> program -> record -> fit: the hardware-in-the-loop cycle on one CPU in about a minute.
 
 1. Fit a device preset from a measurement file (``xbar.calibration.fit``).
-2. Train LeNet on the 5,000 bundled MNIST digits with noise injection from that preset
-   (``xbar.training.train`` when present, else a short SGD loop with
+2. Train LeNet on the 4,000 training images of the 5,000 bundled MNIST digits with
+   noise injection from that preset (``xbar.training.train`` when present, else a short SGD loop with
    ``DeviceModel.inject_noise``).
 3. Evaluate it with its stored (quantized, noise-free) weights.
 4. Program it through an emulated chip that behaves like the fitted preset, once with

@@ -24,7 +24,7 @@ def check_writable(path: str | os.PathLike, force: bool = False, create: bool = 
     if p.is_dir():
         raise InputError(f"{p}: is a directory; expected a file name")
     if p.exists() and not force:
-        raise InputError(f"{p}: already exists; pass --force to overwrite it")
+        raise InputError(f"{p}: already exists; pass --force (force=True from Python) to overwrite it")
     parent = p.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent

@@ -78,7 +78,7 @@ PAPER_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 COMMON: dict[str, Hyper] = {
-    "lr": Hyper(float, None, "learning rate (DAT's beta)"),
+    "lr": Hyper(float, None, "learning rate (the beta of DAT Algorithm 1 for dat-fast and dat-full)"),
     "momentum": Hyper(float, None, "SGD momentum"),
     "weight_decay": Hyper(float, None, "SGD weight decay"),
     "batch_size": Hyper(int, None, "batch size"),
@@ -373,7 +373,7 @@ def _check_force(out: Path, force: bool) -> None:
         raise InputError(f"{out}: exists and is not a directory")
     if not out.exists() or force or not any(out.iterdir()) or _abandoned_start(out):
         return
-    raise InputError(f"{out}: run directory already exists; pass --force to overwrite it or --resume to continue it")
+    raise InputError(f"{out}: run directory already exists; pass --force (force=True) to overwrite it or --resume (resume=True) to continue it")
 
 
 def _abandoned_start(out: Path) -> bool:
