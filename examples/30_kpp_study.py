@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""k-th percentile accuracy by Monte Carlo (TRICE Algorithm 2, Fig. 2, Table I) in about a minute on a CPU.
+"""k-th percentile accuracy by Monte Carlo (TRICE Algorithm 2, Fig. 2, Table I) in a few minutes on a CPU.
 
 1. Train LeNet on the 4,000 bundled MNIST training digits twice with ``xbar.training.train``:
    plain SGD, and Gaussian noise injection of the ``rram-uniform`` preset's device noise

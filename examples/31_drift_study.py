@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Drift study on phase-change memory: accuracy percentiles from 1 second to 10 years, in about a minute on a CPU.
+"""Drift study on phase-change memory: accuracy percentiles from 1 second to 10 years, in a few minutes on a CPU.
 
 1. Train LeNet on the 4,000 training images of the 5,000 bundled MNIST digits (plain SGD through `xbar.training.train`).
 2. Program 30 instances with the ``pcm`` preset (aihwkit's PCMLikeNoiseModel statistics:

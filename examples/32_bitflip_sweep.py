@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Bit-flip sweeps as in Emonds et al. (Fig. 3-6, Tables 2, 4, 5) on LeNet, in about a minute on a CPU.
+"""Bit-flip sweeps as in Emonds et al. (Fig. 3-6, Tables 2, 4, 5) on LeNet, in a few minutes on a CPU.
 
 1. Train LeNet on the 4,000 training images of the 5,000 bundled MNIST digits (plain SGD through `xbar.training.train`).
 2. Sweep the symmetric bit-flip probability p from 1e-8 to 1e-1 on the activations

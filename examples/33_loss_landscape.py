@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Loss landscapes along device-noise directions (DAT Sec. III-C, Fig. 1) in about a minute on a CPU.
+"""Loss landscapes along device-noise directions (DAT Sec. III-C, Fig. 1) in a few minutes on a CPU.
 
 1. Train three LeNets on the 4,000 bundled MNIST training digits with ``xbar.training.train``:
    plain SGD (w_SGD), and DAT-Fast (Algorithm 1) against the correlated devices
