@@ -83,4 +83,23 @@ def test_convert_rejects_a_mismatched_or_pickled_checkpoint(tmp_path: Path, caps
     torch.save({"model": models.build("lenet")}, pickled)
     assert main(["convert", "--model", "lenet", "--checkpoint", str(pickled), "--preset", "fefet1"]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "tensors-only" in err
+    assert len(err.splitlines()) == 1 and "refusing to unpickle" in err
+    junk = tmp_path / "junk.pt"
+    junk.write_text("junk\n")
+    assert main(["convert", "--model", "lenet", "--checkpoint", str(junk), "--preset", "fefet1"]) == 2
+    assert "not a PyTorch file" in capsys.readouterr().err
+    nan = tmp_path / "nan.pt"
+    torch.save({k: torch.full_like(v, float("nan")) for k, v in models.build("lenet").state_dict().items()}, nan)
+    assert main(["convert", "--model", "lenet", "--checkpoint", str(nan), "--preset", "fefet1"]) == 2
+    assert "NaN or infinite" in capsys.readouterr().err
+
+
+def test_convert_takes_a_train_run_with_its_sizes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.test_evaluation_helpers import write_run
+
+    model = models.build("lenet", in_channels=1, num_classes=10, image_size=8)
+    run = write_run(tmp_path / "run", model)
+    for target in (str(run), str(run / "model.pt")):
+        assert main(["convert", target, "--preset", "fefet1", "--json"]) == 0
+        d = json.loads(capsys.readouterr().out)
+        assert d["model"] == "lenet" and d["model_options"] == {"in_channels": 1, "num_classes": 10, "image_size": 8}

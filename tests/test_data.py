@@ -107,6 +107,17 @@ def test_corrupt_cifar10_is_input_error(tmp_path: Path) -> None:
         data.load("cifar10", root=tmp_path)
 
 
+
+@pytest.mark.parametrize("content", [b"junk\n", b""], ids=["junk", "empty"])
+def test_corrupt_mnist_is_input_error(tmp_path: Path, content: bytes) -> None:
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        (raw / name).write_bytes(content)
+    with pytest.raises(InputError, match="unreadable") as err:
+        data.load("mnist", root=tmp_path)
+    assert "\n" not in str(err.value)
+
 def _write_idx(path: Path, array: np.ndarray) -> None:
     """An MNIST idx file of unsigned bytes (magic 0x08, then the dimensions)."""
     header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)

@@ -166,16 +166,34 @@ def test_bad_inputs_exit_2_with_one_line(runs, capsys, tmp_path):
     _bad(capsys, ["bitflip", r0, "--p-min", "1e-1", "--p-max", "1e-3"], "p-min")
     _bad(capsys, ["landscape", r0, "--dims", "2"], "--models")
     _bad(capsys, ["landscape", r0, "--alphas", "a:b"], "--alphas")
+    _bad(capsys, ["landscape", r0, "--alphas=-1:1:100000000"], "--alphas", "at most")
+    _bad(capsys, ["eval", r0, "--out", str(tmp_path / "same.png"), "--plot", str(tmp_path / "same.png")], "two different files")
     # a pickle with code is refused, never executed
     evil = tmp_path / "evil.pt"
     torch.save({"state_dict": {"w": torch.zeros(1)}, "obj": Path("x")}, evil)
     _bad(capsys, ["eval", str(evil), "--model", "lenet"], "refusing to unpickle")
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a checkpoint")
-    _bad(capsys, ["eval", str(garbage), "--model", "lenet"], "not a readable PyTorch checkpoint")
+    _bad(capsys, ["eval", str(garbage), "--model", "lenet"], "not a PyTorch file")
+    garbage.write_bytes(b"junk\n")  # read as torch's legacy format: a KeyError inside torch.load
+    _bad(capsys, ["eval", str(garbage), "--model", "lenet"], "not a PyTorch file")
+    nan = tmp_path / "nan.pt"
+    torch.save({k: torch.full_like(v, float("nan")) for k, v in lenet().state_dict().items()}, nan)
+    _bad(capsys, ["eval", str(nan), "--model", "lenet", "--data", "digits"], "NaN or infinite")
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "manifest.json").write_text("{not json")
     _bad(capsys, ["eval", str(broken)], "manifest.json", "JSON")
     (broken / "manifest.json").write_text(json.dumps({"model": "lenet"}))
     _bad(capsys, ["eval", str(broken)], "data", "missing")
+
+
+def test_options_that_do_not_apply_are_refused(runs, capsys):
+    r0 = str(runs["r0"])
+    _bad(capsys, ["bitflip", r0, "--layers", "nosuch", *FAST], "--layers", "--targets")
+    _bad(capsys, ["bitflip", r0, "--targets", "weights", "--sites", "nosuch", *FAST], "--sites")
+    _bad(capsys, ["bitflip", r0, "--dtype", "float32,int8", "--reference", "nope", *FAST], "--reference")
+    _bad(capsys, ["eval", r0, "--sigma-field", "threshold", *FAST], "--sigmas")
+    _bad(capsys, ["eval", r0, "--sigmas", "0.1", "--sigma-field", "nosuch", *FAST], "--sigma-field")
+    _bad(capsys, ["eval", r0, "--sigmas", "nan", *FAST], "--sigmas")
+    _bad(capsys, ["eval", r0, "--layers", ",", *FAST], "--layers")

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
-import re
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ import torch
 from torch import nn
 
 from xbar.errors import InputError
+from xbar.fileio import torch_load_safe
 
 __all__ = ["DATA_SHAPES", "MANIFEST", "MODEL_FILE", "load_model", "read_state_dict", "read_manifest"]
 
@@ -67,18 +66,7 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """A dict of tensors from ``path`` (``weights_only=True``); nested ``state_dict``/``model`` entries are unwrapped."""
     p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{p}: no such checkpoint file")
-    try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
-        if m:
-            raise InputError(f"{p}: not a plain tensor checkpoint; refusing to unpickle code (it holds {m.group(1)})") from None
-        raise InputError(f"{p}: not a readable PyTorch checkpoint (no tensor data found)") from None
-    except (RuntimeError, EOFError, OSError, ValueError, UnicodeDecodeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{p}: not a readable PyTorch checkpoint ({first})") from None
+    obj = torch_load_safe(p)
     for key in ("state_dict", "model", "model_state"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -88,7 +76,15 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     if not tensors:
         raise InputError(f"{p}: holds no tensors; expected a state dict")
+    check_finite(tensors, p)
     return tensors
+
+
+def check_finite(state: dict[str, torch.Tensor], where: str | os.PathLike) -> None:
+    """InputError naming the first floating-point tensor with a NaN or infinite entry."""
+    for k, v in state.items():
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise InputError(f"{where}: {k}: holds NaN or infinite values; expected finite weights")
 
 
 def _load_into(model: nn.Module, state: dict[str, torch.Tensor], where: str, name: str) -> None:

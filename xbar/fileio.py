@@ -24,7 +24,7 @@ def check_writable(path: str | os.PathLike, force: bool = False, create: bool = 
     if p.is_dir():
         raise InputError(f"{p}: is a directory; expected a file name")
     if p.exists() and not force:
-        raise InputError(f"{p}: already exists; pass --force (force=True from Python) to overwrite it")
+        raise InputError(f"{p}: already exists; pass --force to overwrite it (force=True from Python)")
     parent = p.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
@@ -74,3 +74,27 @@ def atomic_torch_save(path: str | os.PathLike, obj: Any, force: bool = False) ->
     import torch
 
     return atomic_write(path, lambda t: torch.save(obj, t), force)
+
+
+def torch_load_safe(path: str | os.PathLike, map_location: Any = "cpu", missing: str = "no such checkpoint file") -> Any:
+    """``torch.load(path, weights_only=True)``: a file that is absent, holds code or is not a
+    PyTorch file at all gives one ``InputError`` line (``missing`` names what was sought)."""
+    import pickle
+    import re
+    import zipfile
+
+    import torch
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: {missing}")
+    try:
+        return torch.load(p, map_location=map_location, weights_only=True)
+    except Exception as exc:  # pickle, zip, legacy-format and decoding errors alike: bad input
+        code = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        if isinstance(exc, pickle.UnpicklingError) and code:
+            raise InputError(f"{p}: not a plain tensor checkpoint; refusing to unpickle code (it holds {code.group(1)})") from None
+        if not zipfile.is_zipfile(p):
+            raise InputError(f"{p}: not a PyTorch file; expected one written by torch.save") from None
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{p}: not a readable PyTorch checkpoint ({first})") from None

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # argparse already printed its one-line message
         return int(exc.code or 0)
     if not getattr(args, "func", None):
-        parser.print_help()
+        parser.print_help(sys.stderr)
         return 2
     try:
         return int(args.func(args) or 0)
@@ -69,6 +69,23 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"xbar {args.command}: interrupted", file=sys.stderr)
         return 130
+    except (MemoryError, RuntimeError) as exc:
+        if not _out_of_memory(exc):
+            raise
+        print(f"xbar {args.command}: error: out of memory ({_first_line(exc)}); expected a smaller model "
+              "(--image-size, --in-channels) or batch (--batch-size, --batch-instances)", file=sys.stderr)
+        return 2
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:160] if text else type(exc).__name__
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """An allocation failure on the CPU or the GPU (torch raises RuntimeError subclasses)."""
+    text = str(exc)
+    return isinstance(exc, MemoryError) or "out of memory" in text or "can't allocate memory" in text
 
 
 def entry() -> None:

@@ -55,6 +55,8 @@ def check_outputs(args: argparse.Namespace) -> None:
             check_writable(path, args.force, create=False)
     if args.plot and Path(args.plot).suffix.lower() not in (".png", ".pdf", ".svg"):
         raise InputError(f"--plot {args.plot}: expected a .png, .pdf or .svg file name")
+    if args.out and args.plot and Path(args.out).resolve() == Path(args.plot).resolve():
+        raise InputError(f"--out and --plot both name {args.out}: expected two different files")
 
 
 def load_checkpoint(args: argparse.Namespace, path: str | None = None):
@@ -69,7 +71,8 @@ def load_checkpoint(args: argparse.Namespace, path: str | None = None):
         try:
             quantize_activations(model, int(bits))
         except ValueError as exc:
-            raise InputError(f"--act-bits {bits}: {exc}") from None
+            where = "--act-bits" if args.act_bits is not None else "the run's act_bits"
+            raise InputError(f"{where} {bits}: {exc}") from None
     info["act_bits"] = int(bits or 0)
     return model, info
 

@@ -67,6 +67,13 @@ def run(args: argparse.Namespace) -> int:
                 raise InputError(f"--mask {m!r} for --dtype {d}: {exc}") from None
             label = d if len(masks) == 1 else (f"{d} {m}" if len(dtypes) > 1 else m)
             sweeps.append((label, d, mask))
+    if args.layers and not {"weights", "biases"} & set(targets):
+        raise InputError(f"--layers {args.layers!r}: applies to --targets weights or biases, not {args.targets!r}")
+    if args.sites and "activations" not in targets:
+        raise InputError(f"--sites {args.sites!r}: applies to --targets activations, not {args.targets!r}")
+    labels = [lab for lab, _, _ in sweeps]
+    if args.reference and args.reference not in labels:
+        raise InputError(f"--reference {args.reference!r}: expected one of {', '.join(labels)}")
     S.check_outputs(args)
     dev = S.device_of(args)
     model, info = S.load_checkpoint(args)
@@ -83,8 +90,6 @@ def run(args: argparse.Namespace) -> int:
                 progress=not args.no_progress,
             )
     ref = args.reference or next((lab for lab, d, _ in sweeps if d == "float32"), None)
-    if args.reference and args.reference not in results:
-        raise InputError(f"--reference {args.reference!r}: expected one of {', '.join(results)}")
     table = midpoint_table(results, reference=ref if len(results) > 1 else None)
     result = {
         "study": "bitflip",

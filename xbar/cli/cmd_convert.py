@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "convert its Linear/Conv2d layers to xbar analog tiles of PRESET, print the tile map and "
         "optionally save the converted state (tensors only) plus a JSON manifest.",
     )
-    p.add_argument("target", nargs="?", metavar="MODEL_OR_CHECKPOINT", help="model name, or a checkpoint file (then --model names the model)")
+    p.add_argument("target", nargs="?", metavar="MODEL_OR_CHECKPOINT", help="model name, a checkpoint file (then --model names the model unless a manifest lies next to it) or an `xbar train` run directory")
     p.add_argument("--model", help="model name (see `xbar.models.names()`)")
     p.add_argument("--checkpoint", help="tensors-only state dict to load into the model before converting")
     p.add_argument("--preset", required=True, help="shipped preset name or preset TOML file")
@@ -37,16 +37,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _resolve(args: argparse.Namespace) -> tuple[str, str | None, dict[str, Any]]:
-    model, checkpoint = args.model, args.checkpoint
-    if args.target:
-        if os.path.isfile(args.target) or args.target.endswith((".pt", ".pth")):
-            if checkpoint and checkpoint != args.target:
-                raise InputError(f"two checkpoints given: {args.target} and --checkpoint {checkpoint}")
-            checkpoint = args.target
-        elif model and model != args.target:
-            raise InputError(f"two models given: {args.target} and --model {model}")
+    model, checkpoint, target = args.model, args.checkpoint, args.target
+    if target:
+        if os.path.isdir(target) and os.path.isfile(os.path.join(target, "model.pt")):
+            target = os.path.join(target, "model.pt")  # an `xbar train` run directory
+        if os.path.isfile(target) or target.endswith((".pt", ".pth")):
+            if checkpoint and checkpoint != target:
+                raise InputError(f"two checkpoints given: {target} and --checkpoint {checkpoint}")
+            checkpoint = target
+        elif model and model != target:
+            raise InputError(f"two models given: {target} and --model {model}")
         else:
-            model = args.target
+            model = target
     options: dict[str, Any] = {}
     if not model and checkpoint:
         model, options = _manifest_model(checkpoint)
@@ -65,7 +67,8 @@ def _manifest_model(checkpoint: str) -> tuple[str | None, dict[str, Any]]:
         except (OSError, ValueError):
             continue
         if isinstance(data, dict) and isinstance(data.get("model"), str):
-            opts = data.get("model_options") if isinstance(data.get("model_options"), dict) else {}
+            # a convert manifest keeps the sizes under model_options, an `xbar train` run at the top
+            opts = data.get("model_options") if isinstance(data.get("model_options"), dict) else data
             keys = ("in_channels", "num_classes", "image_size")
             return data["model"], {k: v for k, v in opts.items() if k in keys and isinstance(v, int)}
     return None, {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from xbar.cli import _studies as S
 from xbar.cli.common import positive_float, positive_int
@@ -42,8 +43,12 @@ def run(args: argparse.Namespace) -> int:
     data = S.load_data(args, info)
     preset = S.resolve_preset(args, info)
     layers = S.parse_list(args.layers, str, "--layers") if args.layers else None
+    if args.layers is not None and not layers:
+        raise InputError(f"--layers {args.layers!r}: expected comma-separated layer names")
     if args.sigmas:
         return _sweep(args, model, info, data, preset, layers, dev)
+    if args.compare or args.sigma_field != "sigma_d":
+        raise InputError("--compare and --sigma-field belong to a sigma sweep: give --sigmas too")
     with S.library_errors():
         r = monte_carlo(
             model,
@@ -82,11 +87,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _sweep(args, model, info, data, preset, layers, dev) -> int:
+    from xbar import presets
     from xbar.evaluation import format_table, sigma_sweep
 
     sigmas = S.parse_list(args.sigmas, float, "--sigmas")
-    if not sigmas or any(v < 0 for v in sigmas):
+    if not sigmas or not all(math.isfinite(v) and v >= 0 for v in sigmas):
         raise InputError(f"--sigmas {args.sigmas!r}: expected non-negative numbers")
+    for v in sigmas:  # every cell's preset is valid before any work
+        try:
+            presets.load(preset).with_overrides(**{args.sigma_field: v})
+        except (InputError, ValueError) as exc:
+            raise InputError(f"--sigma-field {args.sigma_field} = {v:g}: {exc}") from None
     models = {args.checkpoint: model}
     for other in S.parse_list(args.compare, str, "--compare") if args.compare else []:
         m, inf = S.load_checkpoint(args, other)

@@ -11,6 +11,8 @@ from xbar.cli.cmd_eval import _source
 from xbar.cli.common import positive_int
 from xbar.errors import InputError
 
+MAX_GRID = 1001  # points per axis: each is a full pass over the data (per direction in 1D)
+
 
 def parse_grid(text: str, what: str) -> np.ndarray:
     """``START:STOP:NUM`` (NUM points, both ends included) or a comma-separated list."""
@@ -19,12 +21,15 @@ def parse_grid(text: str, what: str) -> np.ndarray:
             a, b, n = text.split(":")
             if int(n) < 1:
                 raise ValueError
-            return np.linspace(float(a), float(b), int(n))
-        vals = np.array([float(v) for v in text.split(",") if v.strip()])
+            vals = np.linspace(float(a), float(b), min(int(n), MAX_GRID + 1))
+        else:
+            vals = np.array([float(v) for v in text.split(",") if v.strip()])
     except ValueError:
         raise InputError(f"{what} {text!r}: expected START:STOP:NUM or a comma-separated list of numbers") from None
     if vals.size == 0 or not np.all(np.isfinite(vals)):
         raise InputError(f"{what} {text!r}: expected at least one finite number")
+    if vals.size > MAX_GRID:
+        raise InputError(f"{what} {text!r}: expected at most {MAX_GRID} points (each is a pass over the data)")
     return vals
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from xbar.cli.common import emit
@@ -22,7 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _usage(p: argparse.ArgumentParser) -> int:
-    p.print_usage()
+    p.print_usage(sys.stderr)
+    print("xbar presets: error: expected an action: list or show NAME", file=sys.stderr)
     return 2
 
 

@@ -72,10 +72,12 @@ def _open(name: str, factory, root: Path, train: bool, transform):
     """Construct a torchvision dataset, turning its integrity errors into ``InputError``."""
     try:
         return factory(str(root), train=train, transform=transform, download=False)
-    except RuntimeError as exc:
+    except (RuntimeError, AssertionError, ValueError, EOFError, OSError, KeyError, IndexError) as exc:
+        # torchvision's readers assert on bad headers, fail int() on empty files, unpickle CIFAR
         sub = LAYOUT[name][0]
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(
-            f"dataset {name!r}: files in {root / sub} are present but unreadable ({exc}); "
+            f"dataset {name!r}: files in {root / sub} are present but unreadable ({why}); "
             f"expected {LAYOUT[name][2]}"
         ) from None
 

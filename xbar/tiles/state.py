@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from xbar.errors import InputError
-from xbar.fileio import atomic_torch_save
+from xbar.fileio import atomic_torch_save, torch_load_safe
 from xbar.tiles.control import xbar_layers
 
 _DROPPED = ("analog_tile_state", "analog_ctx")
@@ -100,19 +100,16 @@ def save_state(model: nn.Module, path: str | os.PathLike, force: bool = False) -
 def read_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """A tensors-only state dict from ``path``, loaded without unpickling code."""
     p = Path(path)
-    try:
-        state = torch.load(p, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise InputError(f"{p}: no such checkpoint file") from None
-    except Exception as exc:  # pickle/zip errors: not a plain tensor checkpoint
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{p}: not a tensors-only checkpoint ({first[:160]})") from None
+    state = torch_load_safe(p)
     if isinstance(state, dict) and len(state) == 1:
         (only,) = state.values()
         if isinstance(only, dict):
             state = only  # {"state_dict": {...}} / {"model": {...}}
     if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
         raise InputError(f"{p}: expected a dict of tensors keyed by parameter name")
+    from xbar.checkpoints import check_finite
+
+    check_finite({k: v for k, v in state.items() if isinstance(v, torch.Tensor)}, p)
     return state
 
 

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from xbar.errors import InputError
-from xbar.fileio import atomic_torch_save
+from xbar.fileio import atomic_torch_save, torch_load_safe
 
 FORMAT = "xbar-train-checkpoint"
 VERSION = 1
@@ -103,12 +103,7 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | None = "cpu") -> dict[str, Any]:
     """Read a checkpoint with ``weights_only=True``; InputError if it is not one of ours."""
     p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{p}: no checkpoint to resume from")
-    try:
-        data = torch.load(p, map_location=map_location, weights_only=True)
-    except Exception as exc:  # any unreadable file is bad input
-        raise InputError(f"{p}: not a readable checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+    data = torch_load_safe(p, map_location, missing="no checkpoint to resume from")
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise InputError(f"{p}: format = {data.get('format') if isinstance(data, dict) else None!r}: expected {FORMAT!r}")
     if data.get("version") != VERSION:

@@ -373,7 +373,7 @@ def _check_force(out: Path, force: bool) -> None:
         raise InputError(f"{out}: exists and is not a directory")
     if not out.exists() or force or not any(out.iterdir()) or _abandoned_start(out):
         return
-    raise InputError(f"{out}: run directory already exists; pass --force (force=True) to overwrite it or --resume (resume=True) to continue it")
+    raise InputError(f"{out}: run directory already exists; pass --force to overwrite it or --resume to continue it (force=True, resume=True from Python)")
 
 
 def _abandoned_start(out: Path) -> bool:
