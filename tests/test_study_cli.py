@@ -197,3 +197,12 @@ def test_options_that_do_not_apply_are_refused(runs, capsys):
     _bad(capsys, ["eval", r0, "--sigmas", "0.1", "--sigma-field", "nosuch", *FAST], "--sigma-field")
     _bad(capsys, ["eval", r0, "--sigmas", "nan", *FAST], "--sigmas")
     _bad(capsys, ["eval", r0, "--layers", ",", *FAST], "--layers")
+
+
+def test_an_invalid_recorded_preset_is_an_error_not_a_fallback(runs, capsys, tmp_path):
+    run = write_run(tmp_path / "run", lenet())
+    man = json.loads((run / "manifest.json").read_text())
+    man["preset_spec"] = {"schema": "xbar-preset", "schema_version": 1, "name": "rram-uniform",
+                          "mapping": {"weight_bits": 3, "bits_per_device": 2}}  # H not a multiple of B
+    (run / "manifest.json").write_text(json.dumps(man))
+    _bad(capsys, ["eval", str(run), "--mc", "2", *FAST], "preset_spec", "--preset")

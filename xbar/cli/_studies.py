@@ -105,8 +105,8 @@ def resolve_preset(args: argparse.Namespace, info: dict[str, Any], required: boo
     if isinstance(spec, dict):
         try:
             return presets.Preset.from_dict(spec, origin=f"{args.checkpoint}: preset_spec")
-        except InputError:
-            pass
+        except InputError as exc:  # never fall back to a shipped preset the run may not have used
+            raise InputError(f"{exc} (the run's recorded preset); pass --preset NAME_OR_PATH to choose one") from None
     if info.get("preset"):
         return presets.load(info["preset"])
     if required:

@@ -23,7 +23,8 @@ def register(sub) -> None:
     p.add_argument("--out", default="runs/demo", help="output directory (default runs/demo; an earlier demo there is replaced)")
     p.add_argument("--preset", default="fefet2", help="device preset of the training comparison (default fefet2)")
     p.add_argument("--sigma-d", type=float, default=0.5, help="device variation sigma_d of that preset (default 0.5)")
-    p.add_argument("--epochs", type=positive_int, default=10, help="training epochs per model (default 10)")
+    p.add_argument("--epochs", type=positive_int, default=10,
+                   help="training epochs per model (default 10; at least 2: TRICE needs a warm-up epoch)")
     p.add_argument("--mc", type=positive_int, default=200, help="Monte Carlo instances per model (default 200)")
     p.add_argument("--lr", type=float, default=0.02, help="learning rate of every model (default 0.02)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
