@@ -49,3 +49,12 @@ def test_table_formats_percentages_and_open_intervals():
     row = {"clean": 0.98, "stored": 0.97, "mean": 0.9, "std": 0.05, "kpp1": 0.75, "kpp1_interval": [None, 0.8]}
     text = table([("trice", row)], "model")
     assert "98.0%" in text and "97.0%" in text and "75.0%" in text and "[-, 80.0%]" in text
+
+
+@pytest.mark.parametrize("preset", ["hfox-bitflip", "pcm"])
+def test_demo_refuses_a_preset_without_level_sigma(tmp_path, capsys, preset):
+    out = tmp_path / "demo"
+    assert main(["demo", "--preset", preset, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--sigma-d does not apply" in err[0] and "fefet2" in err[0]
+    assert not out.exists()  # refused before anything was written

@@ -125,7 +125,14 @@ def run(cfg: DemoConfig, say: Callable[[str], None] = _print) -> dict[str, Any]:
         raise InputError(f"--sigma-d {cfg.sigma_d}: expected a finite value >= 0")
     if not 0 < cfg.lr < math.inf:
         raise InputError(f"--lr {cfg.lr}: expected a finite value > 0")
-    device_preset = presets.load(cfg.preset, sigma_d=cfg.sigma_d)
+    base = presets.load(cfg.preset)
+    if base.programming is None or base.programming.sigma_poly_uS is not None:
+        fits = [n for n in presets.names() if (p := presets.load(n).programming) is not None and p.sigma_poly_uS is None]
+        raise InputError(
+            f"--preset {cfg.preset}: {'has no programming noise' if base.programming is None else 'its programming noise is a conductance polynomial'}"
+            f", so --sigma-d does not apply; expected a preset with sigma_d in level units: {', '.join(fits)}"
+        )
+    device_preset = base.with_overrides(sigma_d=cfg.sigma_d)
     prepare_output(cfg.out, cfg.force)
     t_start = time.perf_counter()
     split = data.load("mnist5k", seed=cfg.seed)

@@ -73,7 +73,8 @@ def _open(name: str, factory, root: Path, train: bool, transform):
     try:
         return factory(str(root), train=train, transform=transform, download=False)
     except (RuntimeError, AssertionError, ValueError, EOFError, OSError, KeyError, IndexError) as exc:
-        # torchvision's readers assert on bad headers, fail int() on empty files, unpickle CIFAR
+        # torchvision's MNIST reader asserts on bad headers and fails int() on empty files; CIFAR
+        # batches are pickles, unpickled only once their MD5 matches the official files
         sub = LAYOUT[name][0]
         why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(
