@@ -471,6 +471,10 @@ def test_import_csv_switching_and_reads(tmp_path):
         ("target_level,conductance_uS", [(0, -1.0)] * 3 + [(1, 2.0)] * 3, {"level_conductance_uS": (1, 2)}, "negative conductances"),
         ("target_level,conductance_uS", [(0, 1.0)] * 3 + [(1, 2.0)] * 1, {"level_conductance_uS": (1, 2)}, "level 1 has 1 sample"),
         ("target_level,conductance_uS", [], {"level_conductance_uS": (1, 2)}, "no data rows"),
+        ("target_level,conductance_uS", [(0, 1.0)] * 3 + [(99, 2.0)], {"level_conductance_uS": (1, 2)},
+         "line 5: target_level = 99; expected a level in 0..1"),
+        ("target_level,conductance_uS", [(-1, 1.0)], {"level_conductance_uS": (1, 2)}, "line 2: target_level = '-1'"),
+        ("state,resistance_ohm", [("LRS", -5.0)], {"kind": "switching"}, "line 2: resistance_ohm = '-5.0'; expected a resistance > 0"),
     ],
 )
 def test_import_csv_errors_write_nothing(tmp_path, header, rows, kwargs, expected):

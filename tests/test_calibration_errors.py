@@ -96,7 +96,7 @@ CASES = {
     "Inf drift": (edit(lambda fh: fh["drift/conductance"].__setitem__((0, 1), np.inf)), "/drift/conductance: contains 1 NaN or Inf"),
     "negative conductance": (prog(lambda g: g["conductance"].__setitem__(0, -5.0)), "negative conductances; expected >= 0"),
     "empty dataset": (prog(lambda g: replace_dset(g, "device_id", np.zeros(0, dtype=np.int64))), "/programming/device_id: is empty"),
-    "absurd levels": (prog(lambda g: g.attrs.__setitem__("levels", 4096)), "levels = 4096 is absurd; expected 2 to 1024"),
+    "absurd levels": (prog(lambda g: g.attrs.__setitem__("levels", 4096)), "levels = 4096: expected 2 to 1024 levels per device"),
     "absurd rows": (edit(huge_rows), "/programming/target_level: absurd size [200000000]"),
     "target out of range": (prog(lambda g: g["target_level"].__setitem__(0, 4)), "target level 4 is outside [0, 4)"),
     "too few samples": (prog(lambda g: replace_dset(g, "target_level", np.r_[np.zeros(22, int), 1, 2])), "expected at least 3 for every level"),

@@ -59,6 +59,7 @@ def _read_table(path: Path, required: Sequence[str], optional: Sequence[str]) ->
         cols = [c for c in (*required, *optional) if c in header]
         idx = {c: header.index(c) for c in cols}
         out: dict[str, list] = {c: [] for c in cols}
+        lines: list[int] = []
         try:
             for line_no, row in rows:
                 if len(out[cols[0]]) >= MAX_ROWS:
@@ -67,10 +68,12 @@ def _read_table(path: Path, required: Sequence[str], optional: Sequence[str]) ->
                     raise InputError(f"{path}: line {line_no}: {len(row)} fields; expected {len(header)}")
                 for c in cols:
                     out[c].append(_parse(path, line_no, c, row[idx[c]].strip()))
+                lines.append(line_no)
         except (csv.Error, UnicodeDecodeError) as exc:
             raise InputError(f"{path}: line {reader.line_num + 1}: not a CSV table ({exc})") from None
     if not out[cols[0]]:
         raise InputError(f"{path}: no data rows; expected at least one row after the header")
+    out["_line"] = lines  # the physical line of each row, for later messages
     return out
 
 
@@ -100,6 +103,10 @@ def _parse(path: Path, line: int, col: str, text: str):
         raise InputError(f"{path}: line {line}: {col} = {text!r}; expected {what}") from None
     if col not in _INT_COLS and not np.isfinite(v):
         raise InputError(f"{path}: line {line}: {col} = {text!r}; expected a finite number")
+    if col == "resistance_ohm" and not v > 0:
+        raise InputError(f"{path}: line {line}: {col} = {text!r}; expected a resistance > 0 ohm")
+    if col == "target_level" and v < 0:
+        raise InputError(f"{path}: line {line}: {col} = {text!r}; expected a level >= 0")
     return v
 
 
@@ -117,7 +124,7 @@ def import_csv(
     """Convert ``csv_path`` (layout of ``kind``) into a validated ``xbar-measurements`` file.
 
     Args:
-        levels: number of levels (default: largest target level + 1).
+        levels: number of levels (default: one per ``level_conductance_uS`` value).
         level_conductance_uS: nominal conductance of each level (required for
             programming and reads, which convert microsiemens to level units with it).
         device: the root ``device`` attribute (default: the CSV file's stem).
@@ -144,13 +151,20 @@ def import_csv(
         )
     else:
         target = np.asarray(table["target_level"], dtype=np.int64)
-        L = int(levels) if levels is not None else int(target.max()) + 1
         if level_conductance_uS is None:
+            n = int(levels) if levels is not None else int(target.max()) + 1
             raise InputError(
                 f"{src}: level_conductance_uS is required to convert conductance_uS to level units "
-                f"(one nominal conductance per level, {L} values)"
+                f"(one nominal conductance per level, {n} values)"
             )
         nominal = np.asarray(level_conductance_uS, dtype=np.float64)
+        L = int(levels) if levels is not None else nominal.size  # one nominal conductance per level
+        if target.max() >= L:
+            row = int(np.argmax(target >= L))
+            raise InputError(
+                f"{src}: line {table['_line'][row]}: target_level = {int(target[row])}; expected a level "
+                f"in 0..{L - 1} ({'levels' if levels is not None else 'one level_conductance_uS value per level'})"
+            )
         g = np.asarray(table["conductance_uS"], dtype=np.float64)
         if kind == "programming":
             coords = {

@@ -197,7 +197,7 @@ class _Reader:
         levels = self.attr(holder, "levels", "int")
         if not 2 <= levels <= MAX_LEVELS:
             where = f"{holder.name.rstrip('/')}/@levels" if holder.name != "/" else "root attribute 'levels'"
-            self.fail(where, f"levels = {levels} is absurd; expected 2 to {MAX_LEVELS}")
+            self.fail(where, f"levels = {levels}: expected 2 to {MAX_LEVELS} levels per device")
         return levels
 
     def units(self, group: h5py.Group, dset: str, allowed: tuple[str, ...]) -> str:

@@ -104,7 +104,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="layout of the table (default programming)")
     c.add_argument("--level-conductance-uS", type=float_list, metavar="G0,G1,...", dest="level_conductance_uS",
                    help="nominal conductance of each level in uS (programming and reads)")
-    c.add_argument("--levels", type=positive_int, help="number of levels (default: largest target_level + 1)")
+    c.add_argument("--levels", type=positive_int, help="number of levels (default: one per --level-conductance-uS value)")
     c.add_argument("--device", help="the file's device description (default: the CSV file's stem)")
     c.add_argument("--force", action="store_true", help="overwrite an existing output file")
     c.add_argument("--json", action="store_true", help="print the result as JSON")
