@@ -447,6 +447,14 @@ def test_import_csv_programming_round_trip(tmp_path):
     np.testing.assert_allclose(a.sigma_levels, b.sigma_levels, rtol=1e-9)
 
 
+def test_switching_without_spread_is_refused():
+    import dataclasses
+
+    sw = synthetic.switching_measurements(0, n_lrs=30, n_hrs=40).switching
+    flat = dataclasses.replace(sw, lrs_resistance_ohm=np.full(30, 1e3))
+    with pytest.raises(ValueError, match="lrs_resistance_ohm: every cycle reads the same resistance"):
+        BitFlipFitter().fit(flat)
+
 def test_import_csv_switching_and_reads(tmp_path):
     sw = synthetic.switching_measurements(0, n_lrs=30, n_hrs=40).switching
     rows = [("LRS", r) for r in sw.lrs_resistance_ohm] + [("hrs", r) for r in sw.hrs_resistance_ohm]

@@ -124,6 +124,12 @@ class BitFlipFitter:
     def fit(self, data: Switching) -> SwitchingFit:
         lrs = fit_lognormal(data.lrs_resistance_ohm, self.confidence)
         hrs = fit_lognormal(data.hrs_resistance_ohm, self.confidence)
+        for name, fit in (("lrs", lrs), ("hrs", hrs)):
+            if not fit.sigma_ln > 0:
+                raise ValueError(
+                    f"{name}_resistance_ohm: every cycle reads the same resistance; expected a "
+                    "cycle-to-cycle spread (repeated measurements, not one value copied)"
+                )
         r_th, p = bitflip_threshold(lrs.mu_ln, lrs.sigma_ln, hrs.mu_ln, hrs.sigma_ln, self.method)
         s_sum = lrs.sigma_ln + hrs.sigma_ln
         q = (hrs.mu_ln - lrs.mu_ln) / s_sum
