@@ -21,10 +21,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--checkpoint-every steps) and model.pt (the digital state dict). Unset hyper-parameters take "
         "the papers' defaults; algorithm ones are set with --hp KEY=VALUE (see --list-hp).",
     )
-    p.add_argument("--model", help="zoo model (lenet, mlp, cnn6, vgg5, vgg8, resnet18, ...)")
-    p.add_argument("--data", help="dataset (digits, mnist5k offline; mnist, cifar10, cifar100 from --data-root)")
-    p.add_argument("--preset", help="shipped preset name or preset TOML file")
-    p.add_argument("--algo", choices=ALGOS, help="training algorithm")
+    p.add_argument("--model", help="zoo model (lenet, mlp, cnn6, vgg5, vgg8, resnet18, ...); required unless --resume")
+    p.add_argument("--data", help="dataset (digits, mnist5k offline; mnist, cifar10, cifar100 from --data-root); required unless --resume")
+    p.add_argument("--preset", help="shipped preset name or preset TOML file; required unless --resume")
+    p.add_argument("--algo", choices=ALGOS, help="training algorithm; required unless --resume")
     p.add_argument("--out", metavar="RUN_DIR", help="run directory")
     p.add_argument("--epochs", type=positive_int, help="epochs (default: the paper's, 100 or 200)")
     p.add_argument("--lr", type=positive_float, help="learning rate")
