@@ -14,9 +14,11 @@
 #   monte_carlo  benchmarks.monte_carlo --skip-cpu, its CUDA section (>= 50x aihwkit,
 #                >= 3x the plain loop, 10,000-instance KPP within 60 s)
 #   distributed  the 2-process tests, and NCCL when the machine has 2 or more GPUs
-# Each step has a time limit (seconds; together they fit one 10-minute call):
-# env 30, cuda_tests 60, train_step 150, monte_carlo 240, distributed 60.
-# LIMIT=seconds replaces all of them.
+# Each step has a time limit (seconds; with the install they fit one 10-minute call
+# with a minute to spare): env 30, cuda_tests 60, train_step 120, monte_carlo 210,
+# distributed 60. LIMIT=seconds replaces all of them. A step's stdout goes to
+# OUTDIR/<step>.out (the JSON of the benchmarks, also copied to <step>.json) and its
+# stderr to OUTDIR/<step>.err. Without aihwkit (the wheels not carried) it stops at once.
 set -u
 out_dir=${1:-${OUT:-gpu-check}}
 mkdir -p "$out_dir"
@@ -34,18 +36,20 @@ step() {
     local name=$1 limit=$2 start rc
     shift 2
     start=$(date +%s)
-    timeout "${LIMIT:-$limit}" "$@" >"$out_dir/$name.log" 2>&1
+    timeout "${LIMIT:-$limit}" "$@" >"$out_dir/$name.out" 2>"$out_dir/$name.err"
     rc=$?
     echo "== $name: rc=$rc, $(($(date +%s) - start)) s"
-    tail -n 4 "$out_dir/$name.log"
-    [ "$rc" -eq 0 ] || failed=1
+    tail -n 4 "$out_dir/$name.out"
+    [ "$rc" -eq 0 ] || { tail -n 6 "$out_dir/$name.err"; failed=1; }
+    return "$rc"
 }
-step env 30 "$py" -c "import torch, aihwkit; print(torch.__version__, aihwkit.__version__, torch.cuda.get_device_name(0))"
+step env 30 "$py" -c "import torch, aihwkit; print(torch.__version__, aihwkit.__version__, torch.cuda.get_device_name(0))" \
+    || { echo "gpu_check: no aihwkit or no CUDA device (carry .whl/ with the aihwkit cp312 wheel); stopping" >&2; exit 2; }
 step cuda_tests 60 "$py" -m pytest -q -p no:cacheprovider -k "cuda" tests
-step train_step 150 "$py" -m benchmarks.train_step --device cuda
-cp "$out_dir/train_step.log" "$out_dir/train_step.json" 2>/dev/null
-step monte_carlo 240 "$py" -m benchmarks.monte_carlo --skip-cpu
-cp "$out_dir/monte_carlo.log" "$out_dir/monte_carlo.json" 2>/dev/null
+step train_step 120 "$py" -m benchmarks.train_step --device cuda
+cp "$out_dir/train_step.out" "$out_dir/train_step.json" 2>/dev/null
+step monte_carlo 210 "$py" -m benchmarks.monte_carlo --skip-cpu
+cp "$out_dir/monte_carlo.out" "$out_dir/monte_carlo.json" 2>/dev/null
 gpus=$("$py" -c "import torch; print(torch.cuda.device_count())" 2>/dev/null || echo 0)
 if [ "${gpus:-0}" -ge 2 ]; then
     step distributed 60 torchrun --nproc_per_node=2 -m benchmarks.nccl_check

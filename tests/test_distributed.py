@@ -27,11 +27,11 @@ def _free_port() -> int:
 
 def _studies(model, dist=None) -> dict[str, np.ndarray]:
     split = digits()
-    mc = monte_carlo(model, split, "rram-uniform", n=11, seed=4, batch_instances=3, limit=120, progress=False, dist=dist)
-    dr = drift_study(model, split, "pcm", times=[1.0, 86400.0], n=5, seed=4, batch_instances=2, limit=120,
-                     progress=False, dist=dist)
+    cpu = dict(device="cpu", limit=120, progress=False, dist=dist)  # 2 CPU processes, also on a GPU machine
+    mc = monte_carlo(model, split, "rram-uniform", n=11, seed=4, batch_instances=3, **cpu)
+    dr = drift_study(model, split, "pcm", times=[1.0, 86400.0], n=5, seed=4, batch_instances=2, **cpu)
     bf = bitflip_sweep(model, split, "float16", p=[1e-4, 1e-2], repeats=3, targets=["weights", "activations"],
-                       seed=4, limit=120, progress=False, fit=False, dist=dist)
+                       seed=4, fit=False, **cpu)
     return {
         "mc_acc": mc.per_instance["accuracy"],
         "mc_loss": mc.per_instance["loss"],

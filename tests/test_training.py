@@ -533,3 +533,12 @@ def test_batches_of_an_augmenting_set_are_a_function_of_seed_and_position():
     assert all(torch.equal(a[0], c[0]) and torch.equal(a[1], c[1]) for a, c in zip(whole[2:], tail))
     other = list(b.batches(order, 6, seed=8))
     assert not torch.equal(other[0][0], whole[0][0])
+
+
+def test_all_finite_finds_any_nan_or_inf():
+    from xbar.training.trainer import all_finite
+
+    ok = [torch.ones(3), torch.zeros(2, 2, dtype=torch.float64)]
+    assert all_finite(ok) and all_finite([])
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        assert not all_finite([*ok, torch.tensor([1.0, bad])])

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from xbar.errors import InputError
+
 __all__ = ["Dist", "context", "local_device"]
 
 
@@ -73,7 +75,13 @@ def context(device: torch.device | str | None = None) -> Dist:
         dev = torch.device(device) if device is not None else torch.device("cpu")
         backend = "nccl" if dev.type == "cuda" and dist.is_nccl_available() else "gloo"
         if backend == "nccl":
-            torch.cuda.set_device(local_device())
+            local = local_device(str(dev))
+            if local.index >= torch.cuda.device_count():
+                raise InputError(
+                    f"rank {rank} would use {local}, but this machine has {torch.cuda.device_count()} GPU(s): "
+                    "NCCL needs one GPU per process; expected --nproc_per_node <= the number of GPUs"
+                )
+            torch.cuda.set_device(local)
         dist.init_process_group(backend=backend, rank=rank, world_size=world)
         atexit.register(_shutdown)
     return Dist(rank=dist.get_rank(), world=dist.get_world_size())

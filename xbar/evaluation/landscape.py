@@ -285,7 +285,7 @@ def _plane(w_sgd: nn.Module, w_a: nn.Module, w_b: nn.Module, names: Sequence[str
         for p in _PARAMS:
             key = f"{n}.{p}"
             if key in sds[0] and sds[0][key] is not None:
-                w, a, b = (sd[key].detach().double() for sd in sds)
+                w, a, b = (sd[key].detach().to(device=sds[0][key].device, dtype=torch.float64) for sd in sds)
                 plane[n][p] = (w, a - w, 2 * b - a - w)
     return plane
 
@@ -317,7 +317,7 @@ def landscape_2d(
     dev = local_device(None if device is None else str(device))
     dist = dist or context(dev)
     names = [n for n, m in w_sgd.named_modules() if isinstance(m, STACKABLE)]
-    plane = _plane(w_sgd, w_a, w_b, names)
+    plane = {n: {p: tuple(t.to(dev) for t in wuv) for p, wuv in ps.items()} for n, ps in _plane(w_sgd, w_a, w_b, names).items()}
     stacked = StackedModel(w_sgd, layers=names, strategy=strategy, device=dev)
     batches = as_batches(_part(data, split), batch_size, dev, limit)
     nb = gb.size
@@ -326,8 +326,8 @@ def landscape_2d(
     def step(batch: list[int]) -> dict[str, np.ndarray]:
         if not batch:
             return {"accuracy": np.zeros((0,)), "loss": np.zeros((0,))}
-        a = torch.tensor([ga[j // nb] for j in batch], dtype=torch.float64)
-        b = torch.tensor([gb[j % nb] for j in batch], dtype=torch.float64)
+        a = torch.tensor([ga[j // nb] for j in batch], dtype=torch.float64, device=dev)
+        b = torch.tensor([gb[j % nb] for j in batch], dtype=torch.float64, device=dev)
         for n in names:
             stacks = {}
             for p, (w, u, v) in plane[n].items():

@@ -268,7 +268,10 @@ def all_finite(tensors: list[torch.Tensor]) -> bool:
     """Whether every entry of every tensor is finite (one reduction per tensor, one sync)."""
     if not tensors:
         return True
-    return bool(torch.stack([t.detach().sum().float().to("cpu") for t in tensors]).isfinite().all())
+    sums: dict[torch.device, list[torch.Tensor]] = {}
+    for t in tensors:  # stacked where they live: one transfer per device, not per tensor
+        sums.setdefault(t.device, []).append(t.detach().sum().float())
+    return all(bool(torch.stack(s).isfinite().all()) for s in sums.values())
 
 
 @torch.no_grad()
