@@ -14,3 +14,9 @@ class InputError(ValueError):
 def where(path: object, field: str | None = None) -> str:
     """Prefix naming a file and field, e.g. ``presets/x.toml: [mapping].weight_bits``."""
     return f"{path}: {field}" if field else f"{path}"
+
+
+def first_line(exc: BaseException, limit: int = 160) -> str:
+    """The first line of an exception's message (its type name when empty), for one-line errors."""
+    text = str(exc).strip().strip("'\"").strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__

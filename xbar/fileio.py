@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from xbar.errors import InputError
+from xbar.errors import InputError, first_line
 
 
 def check_writable(path: str | os.PathLike, force: bool = False, create: bool = True) -> Path:
@@ -96,5 +96,5 @@ def torch_load_safe(path: str | os.PathLike, map_location: Any = "cpu", missing:
             raise InputError(f"{p}: not a plain tensor checkpoint; refusing to unpickle code (it holds {code.group(1)})") from None
         if not zipfile.is_zipfile(p):
             raise InputError(f"{p}: not a PyTorch file; expected one written by torch.save") from None
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise InputError(f"{p}: not a readable PyTorch checkpoint ({first})") from None

@@ -35,7 +35,7 @@ from xbar.calibration.schema import (
     Reads,
     Switching,
 )
-from xbar.errors import InputError
+from xbar.errors import InputError, first_line
 
 _INT_KINDS = "iu"
 _NUM_KINDS = "iuf"
@@ -70,7 +70,7 @@ def read_measurements(path: str | os.PathLike) -> Measurements:
     except InputError:
         raise
     except (OSError, KeyError, TypeError, ValueError, RuntimeError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = first_line(exc, limit=10_000)
         raise InputError(
             f"{p}: not a readable HDF5 file (truncated or corrupt: {reason})"
         ) from None

@@ -13,7 +13,7 @@ import os
 import pkgutil
 import sys
 
-from xbar.errors import InputError
+from xbar.errors import InputError, first_line
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -72,14 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     except (MemoryError, RuntimeError) as exc:
         if not _out_of_memory(exc):
             raise
-        print(f"xbar {args.command}: error: out of memory ({_first_line(exc)}); expected a smaller model "
+        print(f"xbar {args.command}: error: out of memory ({first_line(exc)}); expected a smaller model "
               "(--image-size, --in-channels) or batch (--batch-size, --batch-instances)", file=sys.stderr)
         return 2
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:160] if text else type(exc).__name__
 
 
 def _out_of_memory(exc: BaseException) -> bool:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from xbar.cli.common import add_study_args, emit, fraction, percentile, positive_int
-from xbar.errors import InputError
+from xbar.errors import InputError, first_line
 
 
 def add_workload_args(p: argparse.ArgumentParser, split: str = "test") -> None:
@@ -135,7 +135,7 @@ def library_errors() -> Iterator[None]:
     except InputError:
         raise
     except (ValueError, KeyError) as exc:
-        msg = str(exc).strip("'\"").splitlines()[0] if str(exc) else type(exc).__name__
+        msg = first_line(exc, limit=10_000)
         raise InputError(msg) from None
 
 

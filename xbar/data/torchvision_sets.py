@@ -14,7 +14,7 @@ from xbar.data.split import (
     MNIST_STD,
     DatasetSplit,
 )
-from xbar.errors import InputError
+from xbar.errors import InputError, first_line
 
 # Where each dataset's files must lie below ``root``, the files, and how to name them in messages.
 LAYOUT: dict[str, tuple[str, tuple[str, ...], str]] = {
@@ -76,7 +76,7 @@ def _open(name: str, factory, root: Path, train: bool, transform):
         # torchvision's MNIST reader asserts on bad headers and fails int() on empty files; CIFAR
         # batches are pickles, unpickled only once their MD5 matches the official files
         sub = LAYOUT[name][0]
-        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        why = first_line(exc)
         raise InputError(
             f"dataset {name!r}: files in {root / sub} are present but unreadable ({why}); "
             f"expected {LAYOUT[name][2]}"

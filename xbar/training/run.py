@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from xbar.errors import InputError
+from xbar.errors import InputError, first_line
 from xbar.fileio import atomic_torch_save, atomic_write_json, atomic_write_text
 from xbar.training.base import make_optimizer
 from xbar.training.checkpoint import load_checkpoint, save_checkpoint, tensor_state
@@ -281,7 +281,7 @@ def _check_device(name: str) -> torch.device:
     try:
         torch.empty(1, device=dev)
     except (RuntimeError, AssertionError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise InputError(f"device = {name!r}: not usable here ({first})") from None
     return dev
 
