@@ -30,9 +30,7 @@ from dataclasses import replace
 
 import torch
 
-from xbar.devices import DeviceModel, KroneckerLowRank
-from xbar.mapping import crossbar_matrix, quantize
-from xbar.mapping.slicing import level_sign
+from xbar.devices import DeviceModel
 from xbar.training.base import Closure, WrappedOptimizer
 from xbar.training.params import NoisyParam, forward_weights, grads
 
@@ -55,47 +53,23 @@ class NoiseProfile:
         self.device = device
         self.rank = rank
         c = device.correlation
-        self.corr = c if (correlated and c is not None and (c.sigma > 0 or c.mean != 0)) else None
+        keep = correlated and c is not None and (c.sigma > 0 or c.mean != 0)
+        # the preset's device model with the tile covariance sampled at DAT's rank (0: full)
+        self._field = replace(device, correlation=replace(c, rank=rank or 0)) if keep else None
         self.independent = independent
-        self._low: dict[tuple[int, int], KroneckerLowRank] = {}
-
-    def _low_rank(self, tr: int, tc: int) -> KroneckerLowRank:
-        key = (tr, tc)
-        if key not in self._low:
-            self._low[key] = self.corr.low_rank(self.rank, tr, tc)  # A_k = V_k D_k^(1/2), once per tile shape
-        return self._low[key]
 
     def correlated(self, w: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor | None:
         """One draw of the correlated component in weight units (mean included).
 
         DAT-Fast draws eps = A_k z per tile from the top-k eigenpairs of the tile
-        covariance (``KroneckerCovariance.low_rank``); DAT-Full the full tile covariance
-        (``KroneckerCovariance.sample`` with ``rank=0``: L_r Z L_c^T). Neither forms Sigma.
-        Into weight units as ``DeviceModel.correlated_field``: the fluctuation with the
-        gain sqrt(sum_p sum_i 4^(iB)), the mean like a level offset (sum_p sign_p sum_i 2^(iB)).
+        covariance (``KroneckerCovariance`` with ``rank=k``); DAT-Full the full tile
+        covariance (``rank=0``: L_r Z L_c^T). Neither forms Sigma. Into weight units by
+        ``DeviceModel.correlated_field``: the fluctuation with the gain
+        sqrt(sum_p sum_i 4^(iB)), the mean like a level offset (sum_p sign_p sum_i 2^(iB)).
         """
-        c = self.corr
-        if c is None:
+        if self._field is None:
             return None
-        cfg = self.device.mapping
-        rows, cols = crossbar_matrix(w).shape
-        if self.rank is None:
-            f = replace(c, rank=0).sample(rows, cols, 1, cfg.tile_rows, cfg.tile_cols, generator, w.device, w.dtype,
-                                          centered=True)[0]
-        else:
-            tr, tc = min(cfg.tile_rows, rows), min(cfg.tile_cols, cols)
-            nr, nc = -(-rows // tr), -(-cols // tc)
-            low = self._low_rank(tr, tc)
-            a = low.sqrt_values.to(device=w.device, dtype=w.dtype)
-            u = low.row_vectors.to(device=w.device, dtype=w.dtype)
-            v = low.col_vectors.to(device=w.device, dtype=w.dtype)
-            z = torch.randn((nr, nc, low.rank), generator=generator, device=w.device, dtype=w.dtype)
-            f = torch.einsum("ijk,rk,ck->irjc", z * a, u, v).reshape(nr * tr, nc * tc)[:rows, :cols]
-        dm = self.device
-        f = f.t().reshape(w.shape) * dm.fluctuation_gain + c.mean * dm.offset_gain
-        if cfg.sign == "magnitude":
-            f = f * level_sign(w)
-        return f * quantize(w, cfg)[1]
+        return self._field.correlated_field(w, 1, generator)[0]
 
     def sample(self, w: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """eta = mu + A z for the weights ``w`` (Alg. 1 line 8), shape of ``w``."""
