@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -355,3 +356,28 @@ def test_cuda(method):
     stored = flip_bits(x.half(), BitFlipModel(0.0, 0.0, "int8"))
     changed = int((q != stored).sum())
     assert within(changed, x.numel(), 1 - (1 - 1e-4) ** 8)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_sparse_flips_wait_for_the_gpu_only_to_read_sizes():
+    """A training step flips every layer's weights: each wait for the GPU stalls it.
+
+    The sparse path waits five times at most (two Binomial counts, the sizes of the
+    two sets of distinct slots and of the touched elements), never to copy its
+    small tables from the host.
+    """
+    x = randn(100_000, seed=27).cuda()
+    m = BitFlipModel(1e-4, 1e-4, "float32")
+    g = gen(28, "cuda")
+    flip_bits(x, m, g)  # first call: the device tables are made
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            flip_bits(x, m, g)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    waits = [w for w in caught if "synchroniz" in str(w.message).lower()]
+    assert 1 <= len(waits) <= 5, [str(w.message) for w in waits]

@@ -290,3 +290,42 @@ def test_stored_accuracy_is_the_quantized_noise_free_model_and_bounds_a_noise_fr
     assert r.clean["accuracy"] == pytest.approx(clean, abs=1e-12)
     assert np.all(r.values("accuracy") == r.stored["accuracy"])
     assert r.to_dict()["stored"]["accuracy"] == r.stored["accuracy"]
+
+
+@pytest.mark.parametrize("analog", [False, True])
+def test_training_monte_carlo_measures_what_the_study_engine_measures(analog):
+    """TRICE's in-training KPP (``xbar.training.mc``) ranks models by the distribution ``xbar eval`` reports.
+
+    The two draw from different streams, so the accuracies of n instances each are two
+    samples of one distribution when both program the same layers the same way. A
+    two-sample KS test at level 1e-3 (accuracies are multiples of 1/359, and ties only
+    make the test conservative). Its power: doubling sigma_d moves the mean accuracy
+    from 0.78 to 0.53, about six standard deviations of one instance, and the same test
+    must reject that (p ~ 1e-140).
+    """
+    from scipy import stats
+
+    import xbar
+    from xbar.training import monte_carlo_accuracy, noisy_parameters
+
+    split = digits()
+    x, y = split.test.tensors
+    preset = presets.load("fefet1", sigma_d=0.15)
+    n = 300
+
+    def model_under(p):
+        return xbar.convert(lenet(), p).eval() if analog else lenet()
+
+    study = monte_carlo(model_under(preset), split, None if analog else preset, n=n, seed=3, progress=False)
+    ours = study.per_instance["accuracy"]
+
+    def in_training(p) -> np.ndarray:
+        model = model_under(p)
+        gen = torch.Generator().manual_seed(4)
+        return monte_carlo_accuracy(model, noisy_parameters(model, p), x, y, n, gen).numpy()
+
+    same = in_training(preset)
+    assert np.std(ours) > 0.01  # the noise matters at this sigma
+    assert stats.ks_2samp(ours, same).pvalue > 1e-3
+    wrong = in_training(presets.load("fefet1", sigma_d=0.3))
+    assert stats.ks_2samp(ours, wrong).pvalue < 1e-3

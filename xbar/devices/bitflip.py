@@ -24,6 +24,7 @@ them can test ``torch.isfinite`` on the result.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -282,20 +283,32 @@ def _distinct_uniform(n: int, k: int, generator: torch.Generator | None, device)
 
 
 def _binomial(n: int, p: float, generator: torch.Generator | None, device) -> int:
+    """One Binomial(n, p) draw on ``device``.
+
+    Its parameters are filled on the device (no host-to-device copy); reading the
+    count back is the draw's one synchronisation on a GPU.
+    """
     if p <= 0.0 or n == 0:
         return 0
     if p >= 1.0:
         return n
-    count = torch.tensor([float(n)], dtype=torch.float64, device=device)
-    prob = torch.tensor([p], dtype=torch.float64, device=device)
+    count = torch.full((1,), float(n), dtype=torch.float64, device=device)
+    prob = torch.full((1,), p, dtype=torch.float64, device=device)
     return int(torch.binomial(count, prob, generator=generator).item())
+
+
+@functools.lru_cache(maxsize=64)
+def _int_table(values: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """``torch.tensor(values)`` (int64) on ``device``, made once: a new one would be a
+    host-to-device copy, which waits for the GPU, at every flip."""
+    return torch.tensor(values, dtype=torch.int64, device=device)
 
 
 def _sparse_fliptensor(
     numel: int,
     mask_bits: list[int],
     p: float,
-    bitval: torch.Tensor,
+    bitvals: list[int],
     generator: torch.Generator | None,
     device,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -306,10 +319,10 @@ def _sparse_fliptensor(
         empty = torch.zeros(0, dtype=torch.int64, device=device)
         return empty, empty
     slots = _distinct_uniform(n_slots, k, generator, device)
-    mb = torch.tensor(mask_bits, dtype=torch.int64, device=device)
+    device = slots.device
+    values = _int_table(tuple(bitvals[b] for b in mask_bits), device)  # value of each masked bit
     elem = torch.div(slots, len(mask_bits), rounding_mode="floor")
-    bit = mb[slots % len(mask_bits)]
-    return elem, bitval.to(device)[bit]
+    return elem, values[slots % len(mask_bits)]
 
 
 def _dense_fliptensor(
@@ -373,9 +386,8 @@ def flip_stored(
         ).to(y.device)
         return (y | f1) ^ (y & f2)
 
-    bitval = torch.tensor(bitvals, dtype=torch.int64)
-    e1, v1 = _sparse_fliptensor(numel, mask_bits, model.p_0to1, bitval, generator, rng_device)
-    e2, v2 = _sparse_fliptensor(numel, mask_bits, model.p_1to0, bitval, generator, rng_device)
+    e1, v1 = _sparse_fliptensor(numel, mask_bits, model.p_0to1, bitvals, generator, rng_device)
+    e2, v2 = _sparse_fliptensor(numel, mask_bits, model.p_1to0, bitvals, generator, rng_device)
     if e1.numel() + e2.numel() == 0:
         return y
     elem = torch.cat([e1, e2]).to(y.device)
