@@ -36,7 +36,7 @@ Prints one JSON object; every comparison has its ``targets`` and whether it ``me
 
 Run from the repository root: ``python -m benchmarks.monte_carlo [--quick] [--repeats N] [--threads T]``.
 Timings are the best of ``--repeats`` runs after a warm-up (other processes share the
-CPU cores); compare the ratios of one run.
+CPU cores), the bit-flip ratio the median of paired rounds; compare the ratios of one run.
 """
 
 from __future__ import annotations
