@@ -35,8 +35,16 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
         return z ^ (z >> np.uint64(31))
 
 
-def _u64(v: int) -> np.ndarray:
-    return np.array([int(v) & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64)
+_MASK = (1 << 64) - 1
+
+
+def _splitmix64_int(x: int) -> int:
+    """:func:`_splitmix64` of one value, on Python ints (a study asks for a few seeds per
+    layer and instance: numpy's per-call cost would dominate)."""
+    z = (x + 0x9E3779B97F4A7C15) & _MASK
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
+    return z ^ (z >> 31)
 
 
 def instance_seeds(seed: int, indices: Iterable[int], *tags: int) -> list[int]:
@@ -45,11 +53,13 @@ def instance_seeds(seed: int, indices: Iterable[int], *tags: int) -> list[int]:
     ``seeds = mix(mix(...mix(seed) ^ tag_1 ...) ^ tag_m ^ index)``; deterministic across
     platforms and processes.
     """
-    h = _splitmix64(_u64(seed))
+    h = _splitmix64_int(int(seed) & _MASK)
     for t in tags:
-        h = _splitmix64(h ^ _u64(t))
-    idx = np.asarray(list(indices), dtype=np.int64).astype(np.uint64)
-    out = _splitmix64(h ^ idx) >> np.uint64(1)
+        h = _splitmix64_int(h ^ (int(t) & _MASK))
+    idx = [int(i) & _MASK for i in indices]
+    if len(idx) <= 16:
+        return [_splitmix64_int(h ^ i) >> 1 for i in idx]
+    out = _splitmix64(np.uint64(h) ^ np.asarray(idx, dtype=np.uint64)) >> np.uint64(1)
     return [int(v) for v in out]
 
 
