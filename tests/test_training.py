@@ -454,6 +454,13 @@ def test_activation_quantization_levels_and_straight_through():
         torch.testing.assert_close(codes, codes.round(), atol=1e-4, rtol=0)
     q.sum().backward()
     assert torch.equal(x.grad, torch.ones_like(x))
+    # the value is exactly s round(a / s), s = max(a) / 15 per sample, with or without autograd
+    a = x.detach()
+    s = a.amax(dim=(1, 2), keepdim=True) / 15
+    ref = torch.round(a / s) * s
+    assert torch.equal(q.detach(), ref)
+    with torch.no_grad():
+        assert torch.equal(quantize_activation(x, 4), ref)
     m = nn.Sequential(nn.Linear(4, 4), nn.ReLU())
     handles = quantize_activations(m, 2)
     out = m(torch.randn(5, 4))
