@@ -45,11 +45,14 @@ import argparse
 import copy
 import json
 import platform
+import statistics
 import sys
 import time
 
 import torch
 from torch import nn
+
+from benchmarks._timing import quartiles, round_robin
 
 CPU_TARGETS = {"speedup_vs_aihwkit": 20.0, "speedup_vs_plain_loop": 1.0}
 CUDA_TARGETS = {"speedup_vs_aihwkit": 50.0, "speedup_vs_plain_loop": 3.0}
@@ -202,9 +205,6 @@ def bitflip_resnet18(images: int, repeats: int, device: torch.device) -> dict:
     over rounds of flipped / clean in the same round, so the load of other processes on a
     shared machine hits both alike; ``ratio_quartiles`` gives the spread.
     """
-    import statistics
-
-    from benchmarks._timing import quartiles, round_robin
     from xbar import models
     from xbar.evaluation import BitflipEngine
 

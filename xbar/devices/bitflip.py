@@ -319,8 +319,7 @@ def _sparse_fliptensor(
         empty = torch.zeros(0, dtype=torch.int64, device=device)
         return empty, empty
     slots = _distinct_uniform(n_slots, k, generator, device)
-    device = slots.device
-    values = _int_table(tuple(bitvals[b] for b in mask_bits), device)  # value of each masked bit
+    values = _int_table(tuple(bitvals[b] for b in mask_bits), slots.device)  # value of each masked bit
     elem = torch.div(slots, len(mask_bits), rounding_mode="floor")
     return elem, values[slots % len(mask_bits)]
 
