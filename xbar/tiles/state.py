@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from xbar.checkpoints import check_finite
 from xbar.errors import InputError
 from xbar.fileio import atomic_torch_save, torch_load_safe
 from xbar.tiles.control import xbar_layers
@@ -107,8 +108,6 @@ def read_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             state = only  # {"state_dict": {...}} / {"model": {...}}
     if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
         raise InputError(f"{p}: expected a dict of tensors keyed by parameter name")
-    from xbar.checkpoints import check_finite
-
     check_finite({k: v for k, v in state.items() if isinstance(v, torch.Tensor)}, p)
     return state
 
