@@ -9,8 +9,9 @@ Prints one JSON object; every comparison has its ``targets`` and whether it ``me
   - ``plain_loop``: plain PyTorch, one instance at a time, resampling every Conv/Linear
     weight with the same device model (``DeviceModel.program``), the model as built
     (``nn.MaxPool2d``);
-  - ``plain_loop_fast_pool``: the same loop with the exact strided max pool xbar's
-    engine swaps in on CPU, so the gain of batching instances shows on its own;
+  - ``plain_loop_fast_pool``: the same loop on a model with the exact rewrites xbar's
+    engine applies on CPU (``xbar.evaluation.rewrites``: the strided max pool, ReLU after
+    the pool), so the gain of batching instances shows on its own;
   - ``aihwkit``: aihwkit 1.1.0 doing the same work: ``convert_to_analog`` with a
     ``TorchInferenceRPUConfig`` whose forward is perfect (no output noise, ADC/DAC or
     bound management, which xbar does not simulate) and ``PCMLikeNoiseModel``
@@ -108,7 +109,7 @@ def lenet_mnist5k(n_xbar: int, n_plain: int, n_aihwkit: int, repeats: int, devic
                   targets: dict) -> dict:
     from xbar import data, models, presets
     from xbar.evaluation import monte_carlo
-    from xbar.evaluation.batched import _swap_pools
+    from xbar.evaluation.rewrites import pool_before_relu, swap_pools
 
     split = data.load("mnist5k")
     torch.manual_seed(0)
@@ -130,10 +131,11 @@ def lenet_mnist5k(n_xbar: int, n_plain: int, n_aihwkit: int, repeats: int, devic
     plain = copy.deepcopy(model).to(device)
     out["plain_loop"] = _rate(n_plain, _best(_plain_loop(plain, dm, n_plain, xd, yd, device), repeats, device))
     fast = copy.deepcopy(model).to(device)
-    swapped = _swap_pools(fast)
+    swapped, reordered = swap_pools(fast), pool_before_relu(fast)
     out["plain_loop_fast_pool"] = {
         **_rate(n_plain, _best(_plain_loop(fast, dm, n_plain, xd, yd, device), repeats, device)),
         "pools_swapped": swapped,
+        "relus_after_pool": reordered,
     }
 
     from aihwkit.inference.noise.pcm import PCMLikeNoiseModel

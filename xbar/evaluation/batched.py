@@ -22,8 +22,10 @@ parameters differ between instances, know about ``k``:
   to rounding only (docs/studies.md, "Independence of batching").
 * ``BatchNorm1d/2d/3d`` (eval mode): per-instance scale and shift ``[k, C]``.
 
-On CPU, ``MaxPool2d`` modules with kernel == stride (2 to 4) and no padding are swapped
-for an exact equivalent (a max over strided slices), which is about 10x faster there.
+The private copy gets the exact rewrites of :mod:`xbar.evaluation.rewrites`: on CPU,
+``MaxPool2d`` with kernel == stride (2 to 4) and no padding becomes a max over strided
+slices (about 10x faster there), and a ReLU (with its activation quantization) that
+precedes such a pool runs after it, on a quarter of the elements.
 
 Until the first stacked layer the activations are the same for every instance and
 stay ``[B, ...]`` (shared); a stacked layer accepts either form and always returns
@@ -40,6 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+
+from xbar.evaluation.rewrites import pool_before_relu, set_submodule, swap_pools
 
 __all__ = [
     "STACKABLE",
@@ -187,49 +191,6 @@ class StackedBatchNorm(_Stacked):
         return out.reshape(k * B, *x.shape[1:])
 
 
-class _StridedMaxPool2d(nn.Module):
-    """``MaxPool2d`` with kernel == stride and no padding, as a max over k x k strided slices.
-
-    Exactly the same values (max is exact, NaN propagates in both); on CPU it runs about
-    10x faster than ``max_pool2d``'s NCHW kernel on LeNet-sized maps (measured here:
-    0.22 ms against 2.8 ms for 256 x 6 x 28 x 28), where pooling otherwise costs more
-    than the convolutions.
-    """
-
-    def __init__(self, k: int) -> None:
-        super().__init__()
-        self.k = k
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        k = self.k
-        H, W = x.shape[-2] // k * k, x.shape[-1] // k * k
-        x = x[..., :H, :W]
-        out = x[..., 0::k, 0::k]
-        for i in range(k):
-            for j in range(k):
-                if i or j:
-                    out = torch.maximum(out, x[..., i::k, j::k])
-        return out
-
-
-def _pair(v) -> tuple[int, int]:
-    return (v, v) if isinstance(v, int) else tuple(v)
-
-
-def _swap_pools(model: nn.Module) -> int:
-    """Replace exact-equivalent MaxPool2d modules by ``_StridedMaxPool2d``; returns how many."""
-    count = 0
-    for name, m in list(model.named_modules()):
-        if type(m) is not nn.MaxPool2d or m.return_indices or m.ceil_mode:
-            continue
-        k, s = _pair(m.kernel_size), _pair(m.stride if m.stride is not None else m.kernel_size)
-        if k[0] != k[1] or s != k or _pair(m.padding) != (0, 0) or _pair(m.dilation) != (1, 1) or not 2 <= k[0] <= 4:
-            continue
-        _set_submodule(model, name, _StridedMaxPool2d(k[0]))
-        count += 1
-    return count
-
-
 def default_layers(model: nn.Module) -> list[str]:
     """Names of the layers whose weights are noisy by default: every Conv and Linear."""
     return [name for name, m in model.named_modules() if isinstance(m, _WEIGHT_LAYERS)]
@@ -246,7 +207,8 @@ class StackedModel:
 
     ``set(name, weight=[k, *w], bias=[k, out], ...)`` loads a layer's stacks;
     ``forward(x, k)`` returns ``[k, B, ...]``. Layers not given stacks use the model's own
-    parameters for every instance.
+    parameters for every instance. ``observed`` names modules whose outputs a caller
+    hooks (after construction): the ReLU/pool reordering leaves them as they are.
     """
 
     def __init__(
@@ -255,6 +217,7 @@ class StackedModel:
         layers: Sequence[str] | None = None,
         strategy: str = "auto",
         device: torch.device | str | None = None,
+        observed: Sequence[str] = (),
     ) -> None:
         dev = torch.device(device) if device is not None else _model_device(model)
         self.device = dev
@@ -263,7 +226,7 @@ class StackedModel:
         for p in self.model.parameters():
             p.requires_grad_(False)
         if dev.type == "cpu":
-            _swap_pools(self.model)
+            swap_pools(self.model)
         self.ctx = _Context()
         names = list(default_layers(self.model) if layers is None else layers)
         known = dict(self.model.named_modules())
@@ -282,8 +245,9 @@ class StackedModel:
                 wrapped = StackedConv(base, self.ctx, self.strategy)
             else:
                 wrapped = StackedBatchNorm(base, self.ctx)
-            _set_submodule(self.model, name, wrapped)
+            set_submodule(self.model, name, wrapped)
             self.layers[name] = wrapped
+        pool_before_relu(self.model, keep=set(observed))
 
     def base(self, name: str) -> nn.Module:
         """The original layer ``name`` (its parameters are the noise-free ones)."""
@@ -324,11 +288,6 @@ def _model_device(model: nn.Module) -> torch.device:
     for p in model.parameters():
         return p.device
     return torch.device("cpu")
-
-
-def _set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
-    parent, _, leaf = name.rpartition(".")
-    setattr(root.get_submodule(parent) if parent else root, leaf, module)
 
 
 # ------------------------------------------------------------------------- data

@@ -248,7 +248,11 @@ class BitflipEngine:
         self.dtype = torch.float64 if storage == "float64" else torch.float32
         wlayers = list(default_layers(model) if layers is None else layers)
         stack = wlayers if ("weights" in targets or "biases" in targets) else []
-        self.stacked = StackedModel(model, layers=stack, strategy=strategy, device=dev)
+        self.sites = (
+            list(default_layers(model) if activation_sites is None else activation_sites)
+            if "activations" in targets else []
+        )
+        self.stacked = StackedModel(model, layers=stack, strategy=strategy, device=dev, observed=self.sites)
         self.stacked.model.to(self.dtype)
         self.batches = [(x.to(self.dtype), y) for x, y in as_batches(data, batch_size, dev, limit)]
         sizes = [int(x.shape[0]) for x, _ in self.batches]
@@ -256,10 +260,6 @@ class BitflipEngine:
         self.num_images = self.starts[-1]
         self.flipper = Flipper(storage, mask, dev)
         self.stores: dict[tuple[str, str], StoredStack] = {}  # stored weights/biases, kept between runs
-        self.sites = (
-            list(default_layers(model) if activation_sites is None else activation_sites)
-            if "activations" in targets else []
-        )
         modules = dict(self.stacked.named_modules())
         missing = [s for s in self.sites if s not in modules]
         if missing:

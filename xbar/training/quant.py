@@ -46,7 +46,15 @@ def quantize_activation(x: torch.Tensor, bits: int) -> torch.Tensor:
     return straight_through(x, q)
 
 
-class _Hook:
+class ActivationQuantizer:
+    """Forward hook of :func:`quantize_activations`: the module's output through
+    :func:`quantize_activation`.
+
+    Non-decreasing in each element with the sample's maximum as scale, so it commutes
+    with max pooling windows that tile the map (``xbar.evaluation.rewrites`` relies on
+    that to quantize after the pool).
+    """
+
     def __init__(self, bits: int) -> None:
         self.bits = bits
 
@@ -63,7 +71,7 @@ def quantize_activations(model: nn.Module, bits: int | None) -> list[RemovableHa
         return []
     if bits < 1 or bits > 16:
         raise ValueError(f"activation bits = {bits}: expected 1 to 16 (or 0 for none)")
-    return [m.register_forward_hook(_Hook(int(bits))) for m in model.modules() if isinstance(m, nn.ReLU)]
+    return [m.register_forward_hook(ActivationQuantizer(int(bits))) for m in model.modules() if isinstance(m, nn.ReLU)]
 
 
 def default_activation_bits(model_name: str) -> int:
