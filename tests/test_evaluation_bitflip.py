@@ -225,3 +225,53 @@ def test_bad_arguments():
         bitflip_sweep(lenet(), digits(), storage="float8", p=[0.1], progress=False)
     with pytest.raises(ValueError, match="activation site"):
         bitflip_sweep(lenet(), digits(), activation_sites=["nope"], p=[0.1], progress=False)
+
+
+def test_shipping_plan_splits_back_into_its_parts():
+    """The sparse flips' plan travels to a GPU as one tensor (``flips._ship``); splitting it gives the parts."""
+    touched = torch.tensor([3, 9, 12])
+    rows = [torch.arange(k, k + 7) for k in range(0, 50, 10)]
+    parts = [touched, *rows]
+    back = flips_module._split(torch.cat(parts), touched.numel(), len(rows))
+    assert len(back) == len(parts)
+    for a, b in zip(back, parts):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert flips_module._ship(parts, torch.device("cpu")) is parts  # already there: no copy
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_study_flips_the_cpu_slots_without_waiting_for_the_gpu():
+    """On CUDA the weight flips are the CPU's, bit for bit (same slots, same stored bits), and
+    sparse flips add no wait for the GPU: a run at p = 1e-4 waits as often as one at p = 0."""
+    import warnings
+
+    kw = dict(targets=["weights", "biases", "activations"], seed=4, limit=128, batch_size=64)
+    with BitflipEngine(lenet(), digits(), "float32", **kw) as cpu:
+        ref = cpu.run([0, 1], [1e-4, 3e-4])
+    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with BitflipEngine(lenet(), digits(), "float32", device="cuda", **kw) as gpu:
+            got = gpu.run([0, 1], [1e-4, 3e-4])
+            np.testing.assert_array_equal(got["flips_weights"], ref["flips_weights"])
+            np.testing.assert_array_equal(got["flips_biases"], ref["flips_biases"])
+            # the same activation slots; the activations differ from the CPU's in their last bits
+            # only, where a slot changes a bit on one device and not on the other
+            np.testing.assert_allclose(got["flips_activations"], ref["flips_activations"], rtol=0.02)
+
+            def waits(p: float) -> int:
+                torch.cuda.synchronize()
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    torch.cuda.set_sync_debug_mode("warn")
+                    try:
+                        gpu.run([2], [p])
+                    finally:
+                        torch.cuda.set_sync_debug_mode("default")
+                return sum("synchroniz" in str(w.message).lower() for w in caught)
+
+            waits(1e-4)  # warm-up: pinned buffers, device tables
+            assert waits(1e-4) <= waits(0.0)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32

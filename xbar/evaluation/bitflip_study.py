@@ -128,8 +128,7 @@ def _store(x: torch.Tensor, model: BitFlipModel, gen: torch.Generator, scale=Non
     n = rows.shape[1] * f.m
 
     def sparse(_):
-        return (sparse_slots(n, model.p_0to1, gen, gen.device).to(x.device),
-                sparse_slots(n, model.p_1to0, gen, gen.device).to(x.device))
+        return sparse_slots(n, model.p_0to1, gen, gen.device), sparse_slots(n, model.p_1to0, gen, gen.device)
 
     key = int(torch.randint(1 << 62, (1,), generator=gen, device=gen.device))
     f.flip_rows(rows, [model.p_0to1], [model.p_1to0], sparse, lambda _: [key], 0, counts)

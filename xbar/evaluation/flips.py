@@ -16,7 +16,11 @@ the slot's position alone, never on how the tensor is cut into batches:
   be inside the whole tensor.
 
 Both give independent Bernoulli(p) fliptensor entries (the dense one up to the 2^-32
-resolution of p). Activations are drawn over the virtual tensor ``[images, *shape]``
+resolution of p). Sparse slots are drawn on the CPU whatever the study's device (a GPU
+would wait on every small step of a draw of a few dozen slots); which elements and bits
+they touch is worked out there too, and one copy through pinned memory takes that to
+the device, which reads and writes only the touched elements without the host waiting.
+So the sparse flips are the same on every device. Activations are drawn over the virtual tensor ``[images, *shape]``
 of a site, in blocks of ``block_images`` images whose size depends only on p and the
 per-image slot count (``ActivationStreams``): image n's flips depend on (stream seed,
 n, element) alone.
@@ -39,8 +43,15 @@ from xbar.devices.bitflip import (
 )
 from xbar.evaluation.streams import generators, instance_seeds
 
-__all__ = ["Flipper", "StoredStack", "ActivationStreams", "mix64", "DENSE_TAG", "BLOCK_FLIPS", "MAX_BLOCK_IMAGES"]
+__all__ = [
+    "Flipper", "StoredStack", "ActivationStreams", "mix64", "DENSE_TAG", "DRAW_DEVICE", "BLOCK_FLIPS",
+    "MAX_BLOCK_IMAGES",
+]
 
+#: Where the sparse fliptensors are drawn, whatever the study's device: a few dozen slots
+#: per tensor, where a GPU would pay a kernel launch and a wait for each small step. The
+#: slots are then the same on every device.
+DRAW_DEVICE = torch.device("cpu")
 #: Tag of the counter-based (dense) stream next to a purpose's sparse stream.
 DENSE_TAG = -1
 #: A sparse activation block holds about this many expected fliptensor entries at most ...
@@ -78,6 +89,27 @@ def sparse_slots(n_slots: int, p: float, gen: torch.Generator, device) -> torch.
     return _distinct_uniform(n_slots, k, gen, device)
 
 
+def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``t`` on ``device``; from the CPU to a GPU through pinned memory, so the host does not wait."""
+    if t.device == device:
+        return t
+    if t.device.type == "cpu" and device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
+def _ship(parts: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+    """1-D int64 ``parts`` (the first of any length, the others of one length) on ``device``, in one copy."""
+    if parts[0].device == device:
+        return parts
+    return _split(_to_device(torch.cat(parts), device), parts[0].numel(), len(parts) - 1)
+
+
+def _split(plan: torch.Tensor, head: int, rows: int) -> list[torch.Tensor]:
+    """Inverse of ``torch.cat(parts)`` for :func:`_ship`."""
+    return [plan[:head], *plan[head:].view(rows, -1)]
+
+
 def _threshold(p: float) -> int:
     return int(round(p * (1 << 32)))
 
@@ -94,6 +126,7 @@ class Flipper:
         self.values = [(1 << b) if b < width - 1 else -(1 << b) for b in self.bits]
         self.bitpos = torch.tensor(self.bits, dtype=torch.int64, device=device)
         self.bitval = torch.tensor(self.values, dtype=torch.int64, device=device)
+        self._bit_tables: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @staticmethod
     def is_dense(p1: float, p2: float) -> bool:
@@ -113,7 +146,8 @@ class Flipper:
 
         Row i holds elements ``first .. first + L - 1`` of instance i's tensor.
         ``sparse(instances)`` returns the fliptensor entries (f1, f2) of those sparse
-        instances as slots of ``rows.view(-1)`` (slot = flat element * m + mask position);
+        instances as slots of ``rows.view(-1)`` (slot = flat element * m + mask position),
+        on any device (the studies draw them on :data:`DRAW_DEVICE`);
         ``dense_keys(instances)`` the keys of those dense instances' counter-based streams. The number of bits that
         changed in row i is added to ``counts[i]``. Returns what was written: the flat
         indices of the elements the sparse rows touched (or None) and the dense rows.
@@ -139,23 +173,42 @@ class Flipper:
     def _sparse(
         self, flat: torch.Tensor, s1: torch.Tensor, s2: torch.Tensor, per: int, counts: torch.Tensor
     ) -> torch.Tensor | None:
+        """Apply the sparse fliptensors ``s1`` (f1) and ``s2`` (f2) to ``flat``; returns the touched elements.
+
+        Which elements and bits the slots name is worked out where the slots are (the CPU
+        in the studies, where a GPU would pay a launch and a host wait for each small
+        step), then moved to ``flat``'s device in one copy; only the reads and writes of
+        the touched elements run there, without waiting for the host.
+        """
         n1 = s1.numel()
         s = torch.cat([s1, s2])
         if not s.numel():
             return None
-        elem = torch.div(s, self.m, rounding_mode="floor")
-        pos = s - elem * self.m
+        m, here = self.m, s.device
+        elem = torch.div(s, m, rounding_mode="floor")
+        pos = s - elem * m
         touched, inv = torch.unique(elem, return_inverse=True)
+        want = torch.ones_like(s)
+        want[:n1] = 0  # f1 acts on 0 bits, f2 on 1 bits
+        bitpos, bitval = (self.bitpos, self.bitval) if here == self.device else self._tables(here)
+        parts = [touched, inv, bitpos[pos], bitval[pos], want, torch.div(elem, per, rounding_mode="floor")]
+        touched, inv, shift, value, want, row = _ship(parts, flat.device)
+        T = touched.numel()
         old = flat[touched]
-        bit = (old[inv].long() >> self.bitpos[pos]) & 1
-        change = torch.cat([bit[:n1] == 0, bit[n1:] == 1])  # f1 acts on 0 bits, f2 on 1 bits
+        change = ((old[inv].long() >> shift) & 1) == want
         # slots are distinct within each fliptensor and a slot in both changes once, so the
         # changed bits of an element are distinct: their sum is their OR (MSB negative, in range)
-        f = torch.zeros(touched.numel(), dtype=torch.int64, device=flat.device)
-        f.index_add_(0, inv, torch.where(change, self.bitval[pos], 0))
+        f = torch.zeros(T, dtype=torch.int64, device=flat.device)
+        f.index_add_(0, inv, torch.where(change, value, 0))
         flat[touched] = old ^ f.to(flat.dtype)
-        counts.index_add_(0, torch.div(elem, per, rounding_mode="floor"), change.long())
+        counts.index_add_(0, row, change.long())
         return touched
+
+    def _tables(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mask's bit positions and values on ``device`` (made once per device)."""
+        if device not in self._bit_tables:
+            self._bit_tables[device] = (self.bitpos.to(device), self.bitval.to(device))
+        return self._bit_tables[device]
 
     def _dense(
         self, rows: torch.Tensor, keys: torch.Tensor, t1: torch.Tensor, t2: torch.Tensor, first: int
@@ -227,16 +280,16 @@ class StoredStack:
         self._buffers(k)
         self._write(*self.dirty, restore=True)
         rows = self.rows[:k]
-        n, m, dev = rows.shape[1], self.f.m, self.f.device
+        n, m = rows.shape[1], self.f.m
         counts = torch.zeros(k, dtype=torch.int64, device=rows.device)
 
         def sparse(instances: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
             f1, f2 = [], []
             seeds = instance_seeds(seed, [batch[i] for i in instances], *tags)
-            for i, g in zip(instances, generators(seeds, dev)):
-                f1.append(sparse_slots(n * m, probs[i], g, dev) + i * n * m)
-                f2.append(sparse_slots(n * m, probs[i], g, dev) + i * n * m)
-            return torch.cat(f1).to(rows.device), torch.cat(f2).to(rows.device)
+            for i, g in zip(instances, generators(seeds, DRAW_DEVICE)):
+                f1.append(sparse_slots(n * m, probs[i], g, DRAW_DEVICE) + i * n * m)
+                f2.append(sparse_slots(n * m, probs[i], g, DRAW_DEVICE) + i * n * m)
+            return torch.cat(f1), torch.cat(f2)
 
         keys = _dense_keys(seed, batch, tags)
         self.dirty = self.f.flip_rows(rows, probs, probs, sparse, keys, 0, counts)
@@ -277,10 +330,10 @@ class ActivationStreams:
     def _block(self, i: int, b: int) -> tuple[torch.Tensor, torch.Tensor]:
         key = (i, b)
         if key not in self.blocks:
-            (g,) = generators(instance_seeds(self.seed, [self.batch[i]], *self.tags, b), self.f.device)
+            (g,) = generators(instance_seeds(self.seed, [self.batch[i]], *self.tags, b), DRAW_DEVICE)
             n = self.size[i] * self.em
             q = self.probs[i]
-            draws = (sparse_slots(n, q, g, self.f.device), sparse_slots(n, q, g, self.f.device))
+            draws = (sparse_slots(n, q, g, DRAW_DEVICE), sparse_slots(n, q, g, DRAW_DEVICE))
             self.blocks[key] = draws + tuple(self._cuts(d, i, b, self.starts) for d in draws)
         return self.blocks[key]
 
@@ -310,6 +363,6 @@ class ActivationStreams:
                         if start not in cuts or end not in cuts:  # not a batch boundary known in advance
                             cuts = self._cuts(slots, i, b, [start, end])
                         out.append(slots[cuts[start] : cuts[end]] + off)
-            return torch.cat(f1).to(rows.device), torch.cat(f2).to(rows.device)
+            return torch.cat(f1), torch.cat(f2)
 
         self.f.flip_rows(rows, self.probs, self.probs, sparse, self.dense_keys, start * self.E, counts)
