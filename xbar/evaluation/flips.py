@@ -161,10 +161,8 @@ class Flipper:
             s1, s2 = sparse(sp)
             touched = self._sparse(rows.view(-1), s1, s2, rows.shape[1], counts)
         if de:
-            idx = torch.tensor(de, dtype=torch.int64, device=rows.device)
-            keys = torch.tensor(list(dense_keys(de)), dtype=torch.int64, device=rows.device)
-            t1 = torch.tensor([_threshold(p1[i]) for i in de], dtype=torch.int64, device=rows.device)
-            t2 = torch.tensor([_threshold(p2[i]) for i in de], dtype=torch.int64, device=rows.device)
+            table = [de, list(dense_keys(de)), [_threshold(p1[i]) for i in de], [_threshold(p2[i]) for i in de]]
+            idx, keys, t1, t2 = _ship(list(torch.tensor(table, dtype=torch.int64)), rows.device)
             sub, changed = self._dense(rows[idx], keys, t1, t2, first)
             rows[idx] = sub
             counts.index_add_(0, idx, changed)
