@@ -350,7 +350,7 @@ def test_cuda(method):
     c = flip_counts(x.cpu(), y.cpu(), m)
     assert within(c["total_0to1"], sum(c["zeros"][:23]), 0.01)
     assert within(c["total_1to0"], sum(c["ones"][:23]), 0.03)
-    q = flip_bits(x.half(), BitFlipModel(1e-4, 1e-4, "int8"))  # default CUDA generator
+    q = flip_bits(x.half(), BitFlipModel(1e-4, 1e-4, "int8"))  # no generator: drawn on the CPU
     assert q.is_cuda and q.dtype == torch.float16
     # symmetric p: each of the 8 bits of an element flips with 1e-4 whatever its value
     stored = flip_bits(x.half(), BitFlipModel(0.0, 0.0, "int8"))
@@ -381,3 +381,40 @@ def test_cuda_sparse_flips_wait_for_the_gpu_only_to_read_sizes():
             torch.cuda.set_sync_debug_mode("default")
     waits = [w for w in caught if "synchroniz" in str(w.message).lower()]
     assert 1 <= len(waits) <= 5, [str(w.message) for w in waits]
+
+
+def test_shipping_plan_splits_back_into_its_parts():
+    """A sparse plan travels to a GPU as one tensor (``bitflip._ship``); splitting it gives the parts."""
+    touched = torch.tensor([3, 9, 12])
+    rows = [torch.arange(k, k + 7) for k in range(0, 50, 10)]
+    parts = [touched, *rows]
+    back = bitflip._split(torch.cat(parts), touched.numel(), len(rows))
+    assert len(back) == len(parts)
+    for a, b in zip(back, parts):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert bitflip._ship(parts, torch.device("cpu")) is parts  # already there: no copy
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("storage", ["float32", "int8"])
+def test_cuda_flips_from_a_cpu_generator_equal_the_cpu_and_never_wait(storage):
+    """Drawn and worked out on the CPU, sparse flips of a GPU tensor are the CPU's bit for bit and
+    reach the GPU without the host waiting for it (no generator: the CPU's default one)."""
+    x = randn(100_000, seed=29)
+    m = BitFlipModel(1e-4, 1e-4, storage)
+    ref = flip_bits(x, m, gen(30))
+    xc = x.cuda()
+    torch.testing.assert_close(flip_bits(xc, m, gen(30)).cpu(), ref, rtol=0, atol=0, equal_nan=True)
+    flip_bits(xc, m)  # warm-up: pinned buffers
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            flip_bits(xc, m, gen(31))
+            flip_bits(xc, m)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    waits = [str(w.message) for w in caught if "synchroniz" in str(w.message).lower()]
+    assert not waits, waits

@@ -227,18 +227,6 @@ def test_bad_arguments():
         bitflip_sweep(lenet(), digits(), activation_sites=["nope"], p=[0.1], progress=False)
 
 
-def test_shipping_plan_splits_back_into_its_parts():
-    """The sparse flips' plan travels to a GPU as one tensor (``flips._ship``); splitting it gives the parts."""
-    touched = torch.tensor([3, 9, 12])
-    rows = [torch.arange(k, k + 7) for k in range(0, 50, 10)]
-    parts = [touched, *rows]
-    back = flips_module._split(torch.cat(parts), touched.numel(), len(rows))
-    assert len(back) == len(parts)
-    for a, b in zip(back, parts):
-        torch.testing.assert_close(a, b, rtol=0, atol=0)
-    assert flips_module._ship(parts, torch.device("cpu")) is parts  # already there: no copy
-
-
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_study_flips_the_cpu_slots_without_waiting_for_the_gpu():

@@ -304,6 +304,27 @@ def _int_table(values: tuple[int, ...], device: torch.device) -> torch.Tensor:
     return torch.tensor(values, dtype=torch.int64, device=device)
 
 
+def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``t`` on ``device``; from the CPU to a GPU through pinned memory, so the host does not wait."""
+    if t.device == device:
+        return t
+    if t.device.type == "cpu" and device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
+def _ship(parts: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+    """1-D int64 ``parts`` (the first of any length, the others of one length) on ``device``, in one copy."""
+    if parts[0].device == device:
+        return parts
+    return _split(_to_device(torch.cat(parts), device), parts[0].numel(), len(parts) - 1)
+
+
+def _split(plan: torch.Tensor, head: int, rows: int) -> list[torch.Tensor]:
+    """Inverse of ``torch.cat(parts)`` for :func:`_ship`."""
+    return [plan[:head], *plan[head:].view(rows, -1)]
+
+
 def _sparse_fliptensor(
     numel: int,
     mask_bits: list[int],
@@ -355,8 +376,12 @@ def flip_stored(
     ``method="auto"`` uses the sparse path (Binomial count + distinct uniform
     slots, cost ~ number of flips) unless more than ``DENSE_FRACTION`` of the
     masked slots are expected to be fliptensor entries, then the dense Bernoulli
-    fliptensors. Random numbers are drawn on ``generator``'s device (or the
-    pattern's when None) and the result is on the pattern's device.
+    fliptensors. Random numbers are drawn on ``generator``'s device; with no generator
+    the sparse path draws on the CPU's default generator and the dense one on the
+    pattern's device. The result is on the pattern's device. A sparse draw is a dozen
+    small steps: drawn and worked out on the CPU, it reaches a GPU pattern in one copy
+    through pinned memory and the host never waits for the GPU (with a CUDA generator
+    it waits five times, to read sizes).
     """
     int_dtype = _INT_DTYPES[model.storage]
     if pattern.dtype != int_dtype:
@@ -371,12 +396,12 @@ def flip_stored(
     numel = y.numel()
     if numel == 0 or not mask_bits or (model.p_0to1 == 0.0 and model.p_1to0 == 0.0):
         return y
-    rng_device = generator.device if generator is not None else y.device
     bitvals = _signed_bit_values(model.bits)
     if method == "auto":
         method = "dense" if max(model.p_0to1, model.p_1to0) > DENSE_FRACTION else "sparse"
 
     if method == "dense":
+        rng_device = generator.device if generator is not None else y.device
         f1 = _dense_fliptensor(
             y.shape, mask_bits, model.p_0to1, int_dtype, bitvals, generator, rng_device
         ).to(y.device)
@@ -385,21 +410,23 @@ def flip_stored(
         ).to(y.device)
         return (y | f1) ^ (y & f2)
 
+    rng_device = generator.device if generator is not None else torch.device("cpu")
     e1, v1 = _sparse_fliptensor(numel, mask_bits, model.p_0to1, bitvals, generator, rng_device)
     e2, v2 = _sparse_fliptensor(numel, mask_bits, model.p_1to0, bitvals, generator, rng_device)
     if e1.numel() + e2.numel() == 0:
         return y
-    elem = torch.cat([e1, e2]).to(y.device)
-    vals = torch.cat([v1, v2]).to(y.device)
+    elem = torch.cat([e1, e2])
+    vals = torch.cat([v1, v2])
     touched, inv = torch.unique(elem, return_inverse=True)
     k1 = e1.numel()
     # Slots are distinct within each fliptensor, so the bits summed into one element
     # are distinct powers of two: the sum is their OR, and with the MSB counted as
     # negative it stays inside the storage range (exact cast below).
-    f1 = torch.zeros(touched.numel(), dtype=torch.int64, device=y.device)
+    f1 = torch.zeros(touched.numel(), dtype=torch.int64, device=rng_device)
     f2 = torch.zeros_like(f1)
     f1.index_add_(0, inv[:k1], vals[:k1])
     f2.index_add_(0, inv[k1:], vals[k1:])
+    touched, f1, f2 = _ship([touched, f1, f2], y.device)  # worked out where drawn, one copy to the pattern
     flat = y.view(-1)
     xu = flat[touched]
     flat[touched] = (xu | f1.to(int_dtype)) ^ (xu & f2.to(int_dtype))

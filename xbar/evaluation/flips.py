@@ -38,6 +38,7 @@ from xbar.devices.bitflip import (
     BitFlipModel,
     _binomial,
     _distinct_uniform,
+    _ship,
     decode,
     encode,
 )
@@ -87,27 +88,6 @@ def sparse_slots(n_slots: int, p: float, gen: torch.Generator, device) -> torch.
     if k == 0:
         return torch.zeros(0, dtype=torch.int64, device=device)
     return _distinct_uniform(n_slots, k, gen, device)
-
-
-def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """``t`` on ``device``; from the CPU to a GPU through pinned memory, so the host does not wait."""
-    if t.device == device:
-        return t
-    if t.device.type == "cpu" and device.type == "cuda":
-        return t.pin_memory().to(device, non_blocking=True)
-    return t.to(device)
-
-
-def _ship(parts: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
-    """1-D int64 ``parts`` (the first of any length, the others of one length) on ``device``, in one copy."""
-    if parts[0].device == device:
-        return parts
-    return _split(_to_device(torch.cat(parts), device), parts[0].numel(), len(parts) - 1)
-
-
-def _split(plan: torch.Tensor, head: int, rows: int) -> list[torch.Tensor]:
-    """Inverse of ``torch.cat(parts)`` for :func:`_ship`."""
-    return [plan[:head], *plan[head:].view(rows, -1)]
 
 
 def _threshold(p: float) -> int:
