@@ -324,6 +324,18 @@ def test_dtypes_are_kept(dtype: torch.dtype) -> None:
 
 
 @requires_cuda
+def test_cuda_instances_flip_the_bits_of_the_cpu_instances() -> None:
+    """Per-instance flip streams are drawn on the CPU whatever the device: the CUDA instances of a
+    flips-only preset are the CPU's bit for bit."""
+    model = load("hfox-bitflip", **{"bitflip.p_0to1": 1e-3, "bitflip.p_1to0": 1e-3}).device_model()
+    w = torch.randn(64, 32, generator=torch.Generator().manual_seed(3))
+    seeds = [11, 12, 13]
+    ref = model.program(w, seeds=seeds)
+    assert int((ref != w).sum()) > 0
+    torch.testing.assert_close(model.program(w.cuda(), seeds=seeds).cpu(), ref, rtol=0, atol=0, equal_nan=True)
+
+
+@requires_cuda
 @pytest.mark.parametrize("preset", ["fefet1", "reram-correlated-a", "pcm"])
 def test_sampling_on_cuda(preset: str) -> None:
     """CUDA instances have the CPU's distribution: the closed-form std agrees and, instances

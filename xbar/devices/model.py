@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from xbar.devices.bitflip import DENSE_FRACTION, BitFlipModel, flip_bits
 from xbar.devices.correlated import KroneckerCovariance
 from xbar.devices.drift import DriftModel, ReadNoise
 from xbar.devices.families import NoiseFamily
@@ -97,7 +98,7 @@ class DeviceModel:
     injection: NoiseFamily = field(default_factory=NoiseFamily)
     read_noise: ReadNoise | None = None
     drift: DriftModel | None = None
-    bitflip: object | None = None  # xbar.devices.bitflip.BitFlipModel
+    bitflip: BitFlipModel | None = None
     bitflip_targets: tuple[str, ...] = ("weights",)
     _tables: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -312,15 +313,13 @@ class DeviceModel:
             corr = self.correlated_field(weights, k, gen)
             if corr is not None:
                 out += corr
-            return self._flip(out, gen)
+            return out
 
-        return _per_instance(draw, n, generator, seeds, weights)
+        return self._flip_each(_per_instance(draw, n, generator, seeds, weights), generator, seeds)
 
     def _flip(self, w: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
         if not self.stores_bit_patterns:
             return w
-        from xbar.devices.bitflip import flip_bits
-
         return torch.stack([flip_bits(wi, self.bitflip, generator=gen) for wi in w])
 
     def _flip_each(self, w: torch.Tensor, gen, seeds) -> torch.Tensor:
@@ -328,8 +327,11 @@ class DeviceModel:
             return w
         if seeds is None:
             return self._flip(w, gen)
-        # a stream of its own for the flips of each instance (offset from the noise stream)
-        gens = instance_generators([int(s) + 0x5EED for s in seeds], w.device)
+        # a stream of its own for the flips of each instance (offset from the noise stream);
+        # sparse flips on the CPU whatever the weights' device: a GPU would wait for each small
+        # step of the draw (xbar.devices.bitflip.flip_stored), and every device flips the same bits
+        sparse = max(self.bitflip.p_0to1, self.bitflip.p_1to0) <= DENSE_FRACTION
+        gens = instance_generators([int(s) + 0x5EED for s in seeds], "cpu" if sparse else w.device)
         return torch.cat([self._flip(wi[None], g) for wi, g in zip(w, gens)])
 
     def program_devices(
@@ -514,9 +516,7 @@ class DeviceModel:
         else:
             stored.add_(q).mul_(s)
         if self.stores_bit_patterns:
-            from xbar.devices.bitflip import flip_bits
-
-            stored = flip_bits(stored, self.bitflip, generator=generator)
+                stored = flip_bits(stored, self.bitflip, generator=generator)
         return stored, q, s
 
     def _independent_noise(
