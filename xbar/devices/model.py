@@ -516,7 +516,7 @@ class DeviceModel:
         else:
             stored.add_(q).mul_(s)
         if self.stores_bit_patterns:
-                stored = flip_bits(stored, self.bitflip, generator=generator)
+            stored = flip_bits(stored, self.bitflip, generator=generator)
         return stored, q, s
 
     def _independent_noise(

@@ -20,10 +20,11 @@ resolution of p). Sparse slots are drawn on the CPU whatever the study's device 
 would wait on every small step of a draw of a few dozen slots); which elements and bits
 they touch is worked out there too, and one copy through pinned memory takes that to
 the device, which reads and writes only the touched elements without the host waiting.
-So the sparse flips are the same on every device. Activations are drawn over the virtual tensor ``[images, *shape]``
-of a site, in blocks of ``block_images`` images whose size depends only on p and the
-per-image slot count (``ActivationStreams``): image n's flips depend on (stream seed,
-n, element) alone.
+So the sparse flips are the same on every device.
+
+Activations are drawn over the virtual tensor ``[images, *shape]`` of a site, in blocks
+of ``block_images`` images whose size depends only on p and the per-image slot count
+(``ActivationStreams``): image n's flips depend on (stream seed, n, element) alone.
 """
 
 from __future__ import annotations
