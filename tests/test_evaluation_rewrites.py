@@ -104,3 +104,29 @@ def test_stacked_model_uses_the_rewrites_and_matches_the_model():
     x = torch.rand(32, 1, 28, 28, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         _exact(sm.forward(x, 1)[0], model(x))
+
+
+class _ReadsTheReLU(nn.Module):
+    """A user's network that runs its Sequential child by child and keeps the ReLU's output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+
+    def forward(self, x):
+        conv, relu, pool = self.features
+        r = relu(conv(x))
+        return pool(r).flatten(1).sum(1) + r.flatten(1).sum(1)
+
+
+def test_only_sequentials_that_run_whole_are_reordered():
+    user = _ReadsTheReLU()
+    assert pool_before_relu(user) == 0  # its forward reads the ReLU's output itself
+    seq = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten())
+    ref = copy.deepcopy(seq)
+    assert pool_before_relu(seq) == 1  # the model itself: nothing else calls its children
+    x = torch.randn(5, 1, 8, 8, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        _exact(seq(x), ref(x))
+        sm = StackedModel(user)
+        _exact(sm.forward(x, 1)[0], user(x))

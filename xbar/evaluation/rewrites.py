@@ -8,7 +8,7 @@ never to the user's model.
   becomes :class:`StridedMaxPool2d`, a separable max over strided slices, about 10x
   faster than ``max_pool2d``'s NCHW kernel on LeNet-sized maps.
 * :func:`pool_before_relu`: a ``ReLU`` directly followed by such a pool in an
-  ``nn.Sequential`` runs after the pool instead. ``max`` commutes with any
+  ``nn.Sequential`` (of xbar's networks, or the model itself) runs after the pool instead. ``max`` commutes with any
   non-decreasing function, so ``relu(pool(x)) == pool(relu(x))`` elementwise, and the
   ReLU (with TRICE's activation quantization, when its hooks are
   :class:`xbar.training.quant.ActivationQuantizer`) touches a quarter of the elements.
@@ -105,13 +105,17 @@ def pool_before_relu(model: nn.Module, keep: set[str] | frozenset[str] = frozens
     """Move each ``ReLU`` that directly precedes a tiling max pool in an ``nn.Sequential``
     after the pool (:class:`PoolThenReLU`); returns how many.
 
-    Skipped where the order can be observed: a ReLU with hooks other than activation
-    quantization, a hooked pool, or either module named in ``keep`` (e.g. the sites a
-    bit-flip study writes to). The ReLU's slot becomes ``nn.Identity``.
+    Only in Sequentials that run whole: ``model`` itself, or the Sequentials of xbar's
+    own networks (``xbar.models``), whose forwards call them as a unit; another parent
+    might call a Sequential's children one by one and read the ReLU's output. The ReLU's
+    slot becomes ``nn.Identity``. Skipped where the order can be observed: a ReLU with
+    hooks other than activation quantization, a hooked pool, or either module named in
+    ``keep`` (e.g. the sites a bit-flip study writes to).
     """
+    whole = type(model).__module__.startswith("xbar.models.")
     count = 0
     for name, seq in list(model.named_modules()):
-        if not isinstance(seq, nn.Sequential):
+        if type(seq) is not nn.Sequential or not (whole or seq is model):
             continue
         prefix = f"{name}." if name else ""
         keys = list(seq._modules)
