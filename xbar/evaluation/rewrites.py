@@ -8,10 +8,11 @@ never to the user's model.
   becomes :class:`StridedMaxPool2d`, a separable max over strided slices, about 10x
   faster than ``max_pool2d``'s NCHW kernel on LeNet-sized maps.
 * :func:`pool_before_relu`: a ``ReLU`` directly followed by such a pool in an
-  ``nn.Sequential`` (of xbar's networks, or the model itself) runs after the pool instead. ``max`` commutes with any
-  non-decreasing function, so ``relu(pool(x)) == pool(relu(x))`` elementwise, and the
-  ReLU (with TRICE's activation quantization, when its hooks are
-  :class:`xbar.training.quant.ActivationQuantizer`) touches a quarter of the elements.
+  ``nn.Sequential`` (of xbar's networks, or the model itself) runs after the pool
+  instead. ``max`` commutes with any non-decreasing function, so
+  ``relu(pool(x)) == pool(relu(x))`` elementwise, and the ReLU (with TRICE's activation
+  quantization, when its hooks are :class:`xbar.training.quant.ActivationQuantizer`)
+  touches a quarter of the elements.
 """
 
 from __future__ import annotations
