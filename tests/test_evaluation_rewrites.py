@@ -130,3 +130,20 @@ def test_only_sequentials_that_run_whole_are_reordered():
         _exact(seq(x), ref(x))
         sm = StackedModel(user)
         _exact(sm.forward(x, 1)[0], user(x))
+
+
+def test_vgg_with_batch_norm_keeps_its_outputs():
+    """VGG-8 (conv, batch norm, ReLU, pool) with TRICE's 6-bit activations: every ReLU before a
+    pool is reordered and the engine's outputs are the model's, bit for bit."""
+    torch.manual_seed(4)
+    model = models.build("vgg8", in_channels=3, num_classes=10, image_size=16).eval()
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):  # non-trivial running statistics
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+    quantize_activations(model, 6)
+    sm = StackedModel(model)
+    assert sum(isinstance(m, PoolThenReLU) for m in sm.model.modules()) == 3
+    x = torch.randn(8, 3, 16, 16, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        _exact(sm.forward(x, 1)[0], model(x))
