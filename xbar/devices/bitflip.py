@@ -159,6 +159,11 @@ class BitFlipModel:
         """Width of the storage format in bits."""
         return STORAGE_BITS[self.storage]
 
+    @property
+    def sparse(self) -> bool:
+        """True when the flips are drawn sparsely (count, then positions): p <= ``DENSE_FRACTION``."""
+        return max(self.p_0to1, self.p_1to0) <= DENSE_FRACTION
+
     def mask_bits(self) -> list[int]:
         """Sorted bit positions (0 = LSB) that may flip."""
         bits = self.bits
@@ -398,7 +403,7 @@ def flip_stored(
         return y
     bitvals = _signed_bit_values(model.bits)
     if method == "auto":
-        method = "dense" if max(model.p_0to1, model.p_1to0) > DENSE_FRACTION else "sparse"
+        method = "sparse" if model.sparse else "dense"
 
     if method == "dense":
         rng_device = generator.device if generator is not None else y.device

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from xbar.devices.bitflip import DENSE_FRACTION, BitFlipModel, flip_bits
+from xbar.devices.bitflip import BitFlipModel, flip_bits
 from xbar.devices.correlated import KroneckerCovariance
 from xbar.devices.drift import DriftModel, ReadNoise
 from xbar.devices.families import NoiseFamily
@@ -330,8 +330,7 @@ class DeviceModel:
         # a stream of its own for the flips of each instance (offset from the noise stream);
         # sparse flips on the CPU whatever the weights' device: a GPU would wait for each small
         # step of the draw (xbar.devices.bitflip.flip_stored), and every device flips the same bits
-        sparse = max(self.bitflip.p_0to1, self.bitflip.p_1to0) <= DENSE_FRACTION
-        gens = instance_generators([int(s) + 0x5EED for s in seeds], "cpu" if sparse else w.device)
+        gens = instance_generators([int(s) + 0x5EED for s in seeds], "cpu" if self.bitflip.sparse else w.device)
         return torch.cat([self._flip(wi[None], g) for wi, g in zip(w, gens)])
 
     def program_devices(

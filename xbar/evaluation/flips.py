@@ -39,6 +39,7 @@ from xbar.devices.bitflip import (
     BitFlipModel,
     _binomial,
     _distinct_uniform,
+    _int_table,
     _ship,
     decode,
     encode,
@@ -105,9 +106,6 @@ class Flipper:
         self.m = len(self.bits)
         width = self.ref.bits
         self.values = [(1 << b) if b < width - 1 else -(1 << b) for b in self.bits]
-        self.bitpos = torch.tensor(self.bits, dtype=torch.int64, device=device)
-        self.bitval = torch.tensor(self.values, dtype=torch.int64, device=device)
-        self._bit_tables: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @staticmethod
     def is_dense(p1: float, p2: float) -> bool:
@@ -169,7 +167,7 @@ class Flipper:
         touched, inv = torch.unique(elem, return_inverse=True)
         want = torch.ones_like(s)
         want[:n1] = 0  # f1 acts on 0 bits, f2 on 1 bits
-        bitpos, bitval = (self.bitpos, self.bitval) if here == self.device else self._tables(here)
+        bitpos, bitval = _int_table(tuple(self.bits), here), _int_table(tuple(self.values), here)
         parts = [touched, inv, bitpos[pos], bitval[pos], want, torch.div(elem, per, rounding_mode="floor")]
         touched, inv, shift, value, want, row = _ship(parts, flat.device)
         T = touched.numel()
@@ -182,12 +180,6 @@ class Flipper:
         flat[touched] = old ^ f.to(flat.dtype)
         counts.index_add_(0, row, change.long())
         return touched
-
-    def _tables(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """The mask's bit positions and values on ``device`` (made once per device)."""
-        if device not in self._bit_tables:
-            self._bit_tables[device] = (self.bitpos.to(device), self.bitval.to(device))
-        return self._bit_tables[device]
 
     def _dense(
         self, rows: torch.Tensor, keys: torch.Tensor, t1: torch.Tensor, t2: torch.Tensor, first: int

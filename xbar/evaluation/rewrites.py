@@ -60,8 +60,11 @@ class PoolThenReLU(nn.Module):
     original order runs. ``relu`` is the model's own module: its hooks still fire.
     """
 
-    def __init__(self, pool: nn.Module, relu: nn.ReLU, k: int) -> None:
+    def __init__(self, pool: nn.Module, relu: nn.ReLU) -> None:
         super().__init__()
+        k = _tiling_kernel(pool)
+        if k is None:
+            raise ValueError(f"pool {pool}: expected a max pool with k x k windows, stride k and no padding")
         self.pool, self.relu, self.k = pool, relu, k
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -130,7 +133,7 @@ def pool_before_relu(model: nn.Module, keep: set[str] | frozenset[str] = frozens
             if {prefix + a, prefix + b} & set(keep):
                 continue
             seq._modules[a] = nn.Identity()
-            seq._modules[b] = PoolThenReLU(pool, relu, k)
+            seq._modules[b] = PoolThenReLU(pool, relu)
             count += 1
     return count
 
