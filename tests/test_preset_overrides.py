@@ -100,3 +100,11 @@ def test_eval_set_equals_a_preset_file(tmp_path: Path, capsys):
     file_result, set_result, base_result = results
     assert set_result["per_instance"] == file_result["per_instance"]
     assert set_result["per_instance"] != base_result["per_instance"]  # the override did change the device
+
+
+def test_demo_validates_set_before_writing(tmp_path: Path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--set", "programming.level_multipliers=[1, 2]", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "level_multipliers" in err[0] and "expected 4" in err[0], err
+    assert not out.exists()
