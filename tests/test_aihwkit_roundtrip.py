@@ -276,3 +276,18 @@ def test_xbar_state_dict_loads_with_weights_only(tmp_path):
     digital = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8, 3))
     digital.load_state_dict(state)  # the digital model's keys
     torch.testing.assert_close(digital(X), _net()(X))
+
+
+@pytest.mark.parametrize("name,factory,t", MODELS, ids=[m[0] for m in MODELS])
+def test_presets_from_aihwkit_save_and_load_back(tmp_path, name, factory, t):
+    p = from_aihwkit(factory(), name=name)
+    assert presets.load(presets.save(p, tmp_path / f"{name}.toml")) == p
+
+
+def test_reram_preset_in_converted_tiles_reads_only_at_its_times():
+    analog = xbar.convert(_net(), from_aihwkit(ReRamWan2022NoiseModel())).eval()
+    analog.program_analog_weights()
+    analog.drift_analog_weights(86400.0)
+    assert torch.isfinite(analog(X)).all()
+    with pytest.raises(InputError, match=r"t = 5 s, but the polynomials are given at t = 1, 86400, 172800 s"):
+        analog.drift_analog_weights(5.0)
