@@ -108,3 +108,18 @@ def test_demo_validates_set_before_writing(tmp_path: Path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "level_multipliers" in err[0] and "expected 4" in err[0], err
     assert not out.exists()
+
+
+def test_train_records_the_changed_preset_and_refuses_a_bad_one(tmp_path: Path, capsys):
+    base = ["train", "--model", "lenet", "--data", "digits", "--preset", "fefet2", "--algo", "noise",
+            "--epochs", "1", "--quiet"]
+    bad = tmp_path / "bad"
+    assert main([*base, "--set", "programming.sigma_d=-0.3", "--out", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "[programming].sigma_d = -0.3: expected >= 0" in err[0], err
+    assert not bad.exists()
+    run = tmp_path / "run"
+    with one_thread():
+        assert main([*base, "--set", "programming.sigma_d=0.3", "--out", str(run)]) == 0
+    spec = json.loads((run / "manifest.json").read_text())["preset_spec"]
+    assert spec["programming"]["sigma_d"] == 0.3 and spec["programming"]["level_multipliers"] == [1.0, 2.0, 2.0, 1.0]
