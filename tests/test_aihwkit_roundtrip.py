@@ -291,3 +291,9 @@ def test_reram_preset_in_converted_tiles_reads_only_at_its_times():
     assert torch.isfinite(analog(X)).all()
     with pytest.raises(InputError, match=r"t = 5 s, but the polynomials are given at t = 1, 86400, 172800 s"):
         analog.drift_analog_weights(5.0)
+
+
+def test_an_xbar_rpu_config_gives_back_its_preset():
+    from xbar.tiles import XbarRPUConfig
+
+    assert from_aihwkit(XbarRPUConfig(preset="fefet1")) == presets.load("fefet1")
