@@ -57,4 +57,11 @@ def convert(model, preset, **options):
     return _convert(model, preset, **options)
 
 
-__all__ = ["__version__", "convert", "sample_weights"]
+def to_digital(model, inplace=False):
+    """A plain PyTorch model from a converted one (see xbar.tiles.to_digital)."""
+    from xbar.tiles import to_digital as _to_digital
+
+    return _to_digital(model, inplace=inplace)
+
+
+__all__ = ["__version__", "convert", "sample_weights", "to_digital"]

@@ -50,6 +50,7 @@ class DemoConfig:
     presets: bool = True
     progress: bool = True
     force: bool = False
+    overrides: tuple[str, ...] = ()  # SECTION.FIELD=VALUE, applied after sigma_d (the CLI's --set)
 
 
 #: The trained models: (run name, algorithm, hyper-parameters beyond the common ones).
@@ -132,7 +133,7 @@ def run(cfg: DemoConfig, say: Callable[[str], None] = _print) -> dict[str, Any]:
             f"--preset {cfg.preset}: {'has no programming noise' if base.programming is None else 'its programming noise is a conductance polynomial'}"
             f", so --sigma-d does not apply; expected a preset with sigma_d in level units: {', '.join(fits)}"
         )
-    device_preset = base.with_overrides(sigma_d=cfg.sigma_d)
+    device_preset = presets.apply_overrides(base.with_overrides(sigma_d=cfg.sigma_d), cfg.overrides)
     prepare_output(cfg.out, cfg.force)
     t_start = time.perf_counter()
     split = data.load("mnist5k", seed=cfg.seed)
@@ -142,6 +143,7 @@ def run(cfg: DemoConfig, say: Callable[[str], None] = _print) -> dict[str, Any]:
         "model": "lenet",
         "preset": cfg.preset,
         "sigma_d": cfg.sigma_d,
+        "overrides": list(cfg.overrides),
         "epochs": cfg.epochs,
         "mc": cfg.mc,
         "seed": cfg.seed,

@@ -96,7 +96,17 @@ def load_data(args: argparse.Namespace, info: dict[str, Any]):
 
 
 def resolve_preset(args: argparse.Namespace, info: dict[str, Any], required: bool = True):
-    """``--preset`` or the run's own preset (its stored description first)."""
+    """``--preset`` or the run's own preset (its stored description first), with ``--set`` applied."""
+    from xbar import presets
+
+    preset = _recorded_preset(args, info, required)
+    items = getattr(args, "overrides", None) or []
+    if items and preset is None:
+        raise InputError(f"--set {items[0]}: needs a preset; pass --preset NAME_OR_PATH")
+    return presets.apply_overrides(preset, items) if items else preset
+
+
+def _recorded_preset(args: argparse.Namespace, info: dict[str, Any], required: bool):
     from xbar import presets
 
     if getattr(args, "preset", None):

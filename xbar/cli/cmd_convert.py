@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from xbar.cli.common import emit, positive_int
+from xbar.cli.common import add_preset_overrides, emit, positive_int, preset_with_overrides
 from xbar.errors import InputError
 
 MANIFEST_FORMAT = "xbar-converted-model"
@@ -29,6 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help=f"model name: {', '.join(models.names())}")
     p.add_argument("--checkpoint", help="tensors-only state dict to load into the model before converting")
     p.add_argument("--preset", required=True, help="shipped preset name or preset TOML file")
+    add_preset_overrides(p)
     p.add_argument("--in-channels", type=positive_int, help="input channels (default: the model's natural input)")
     p.add_argument("--num-classes", type=positive_int, help="number of classes (default: the model's)")
     p.add_argument("--image-size", type=positive_int, help="input image side in pixels (default: the model's)")
@@ -90,11 +91,11 @@ def _sha256(path: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from xbar import models, presets, tiles
+    from xbar import models, tiles
     from xbar.fileio import atomic_write_json, check_writable
 
     name, checkpoint, found = _resolve(args)
-    preset = presets.load(args.preset)
+    preset = preset_with_overrides(args.preset, args)
     sizes = {"in_channels": args.in_channels, "num_classes": args.num_classes, "image_size": args.image_size}
     sizes = {k: found.get(k) if v is None else v for k, v in sizes.items()}
     model = models.build(name, **sizes)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from xbar.cli.common import emit, positive_int
+from xbar.cli.common import add_preset_overrides, emit, positive_int
 
 
 def register(sub) -> None:
@@ -23,6 +23,7 @@ def register(sub) -> None:
     p.add_argument("--out", default="runs/demo", help="output directory (default runs/demo; an earlier demo there is replaced)")
     p.add_argument("--preset", default="fefet2", help="device preset of the training comparison (default fefet2)")
     p.add_argument("--sigma-d", type=float, default=0.5, help="device variation sigma_d of that preset (default 0.5)")
+    add_preset_overrides(p)
     p.add_argument("--epochs", type=positive_int, default=10,
                    help="training epochs per model (default 10; at least 2: TRICE needs a warm-up epoch)")
     p.add_argument("--mc", type=positive_int, default=200, help="Monte Carlo instances per model (default 200)")
@@ -42,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = DemoConfig(
         out=Path(args.out), preset=args.preset, sigma_d=args.sigma_d, epochs=args.epochs, mc=args.mc, lr=args.lr,
         seed=args.seed, presets=not args.no_presets, progress=not args.no_progress, force=args.force,
+        overrides=tuple(args.overrides),
     )
     result = run_demo(cfg, say=(lambda _msg: None) if args.json else print)
     if args.json:

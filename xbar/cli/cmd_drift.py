@@ -7,6 +7,7 @@ import re
 
 from xbar.cli import _studies as S
 from xbar.cli.cmd_eval import _source
+from xbar.cli.common import add_preset_overrides
 from xbar.errors import InputError
 
 _UNITS = {"s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, "mo": 30 * 86400.0, "y": 365 * 86400.0}
@@ -43,6 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     S.add_workload_args(p)
     p.add_argument("--preset", help="device preset with drift (default: the run's preset)")
+    add_preset_overrides(p)
     p.add_argument("--times", default="1,3600,86400,2592000,31536000,315360000",
                    help="comma-separated read times in seconds or with units, e.g. 1s,1h,1d,1mo,1y,10y "
                    "(default 1 s, 1 h, 1 day, 1 month, 1 year, 10 years)")

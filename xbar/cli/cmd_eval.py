@@ -6,7 +6,7 @@ import argparse
 import math
 
 from xbar.cli import _studies as S
-from xbar.cli.common import positive_float, positive_int
+from xbar.cli.common import add_preset_overrides, positive_float, positive_int
 from xbar.errors import InputError
 
 
@@ -19,6 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     S.add_workload_args(p)
     p.add_argument("--preset", help="device preset name or TOML file (default: the run's preset)")
+    add_preset_overrides(p)
     S.add_instance_args(p, mc=1000)
     p.add_argument("--tolerance", type=positive_float, help="adaptive: double N until the interval is narrower than this")
     p.add_argument("--max-mc", type=positive_int, help="adaptive: at most this many instances (default 16 x --mc)")

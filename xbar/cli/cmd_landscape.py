@@ -8,7 +8,7 @@ import numpy as np
 
 from xbar.cli import _studies as S
 from xbar.cli.cmd_eval import _source
-from xbar.cli.common import positive_int
+from xbar.cli.common import add_preset_overrides, positive_int
 from xbar.errors import InputError
 
 MAX_GRID = 1001  # points per axis: each is a full pass over the data (per direction in 1D)
@@ -43,6 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     S.add_workload_args(p, split="train")
     p.add_argument("--preset", help="device preset for the 1D directions (default: the run's preset)")
+    add_preset_overrides(p)
     p.add_argument("--dims", type=int, choices=(1, 2), default=1, help="1 (noise directions) or 2 (three models)")
     p.add_argument("--models", help="2D: the checkpoints A,B (w_A, w_B) next to CHECKPOINT (w_SGD)")
     p.add_argument("--directions", type=positive_int, default=5, help="1D: device-noise directions averaged (default 5)")

@@ -6,7 +6,13 @@ import argparse
 import json
 import sys
 
-from xbar.cli.common import nonneg_int, positive_float, positive_int
+from xbar.cli.common import (
+    add_preset_overrides,
+    nonneg_int,
+    positive_float,
+    positive_int,
+    preset_with_overrides,
+)
 from xbar.errors import InputError
 
 ALGOS = ("sgd", "noise", "trice", "dat-fast", "dat-full", "wvat", "sam", "swa")
@@ -24,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="zoo model (lenet, mlp, cnn6, vgg5, vgg8, resnet18, ...); required unless --resume")
     p.add_argument("--data", help="dataset (digits, mnist5k offline; mnist, cifar10, cifar100 from --data-root); required unless --resume")
     p.add_argument("--preset", help="shipped preset name or preset TOML file; required unless --resume")
+    add_preset_overrides(p)
     p.add_argument("--algo", choices=ALGOS, help="training algorithm; required unless --resume")
     p.add_argument("--out", metavar="RUN_DIR", help="run directory")
     p.add_argument("--epochs", type=positive_int, help="epochs (default: the paper's, 100 or 200)")
@@ -126,6 +133,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"{', '.join(missing)}: required")
     if args.algo not in ALGOS:
         raise InputError(f"--algo {args.algo!r}: expected one of {', '.join(ALGOS)}")
+    if args.overrides:  # the run records the changed preset in its preset_spec
+        args.preset = preset_with_overrides(args.preset, args)
     if args.seed is None:
         args.seed = 0
     hyper = {**recorded, **_hyper(args)}

@@ -59,3 +59,22 @@ def percentile(value: str) -> float:
 
 def fraction(value: str) -> float:
     return _checked(value, float, lambda v: 0 < v < 1, "is not in (0, 1)")
+
+
+def add_preset_overrides(p: argparse.ArgumentParser) -> None:
+    """``--set SECTION.FIELD=VALUE`` (repeatable), for every command that takes ``--preset``."""
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+        help="change one preset field, validated like a preset file (repeatable), e.g. "
+        "--set programming.sigma_d=0.3 --set mapping.weight_bits=6",
+    )
+
+
+def preset_with_overrides(preset: Any, args: argparse.Namespace) -> Any:
+    """``preset`` (a name, path or Preset) loaded, with the command's ``--set`` overrides applied."""
+    from xbar import presets
+
+    items = getattr(args, "overrides", None) or []
+    if not items and not isinstance(preset, presets.Preset):
+        return presets.load(preset)
+    return presets.apply_overrides(presets.load(preset), items)

@@ -405,8 +405,17 @@ class DeviceModel:
         t: float,
         generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Levels read ``t`` seconds after programming: (read levels, noise-free drifted levels)."""
+        """Levels read ``t`` seconds after programming: (read levels, noise-free drifted levels).
+
+        Read noise that resamples (Wan et al. 2022) puts each device at a fresh draw
+        around its target for ``t > 0`` instead of adding to the programmed state.
+        """
         g = programmed
+        if self.read_noise is not None and self.read_noise.resamples and t > 0:
+            target = target.expand_as(programmed)
+            sig = self.read_noise.sigma(target, programmed, programmed, t, self.mapping)
+            g = target + sig * torch.randn(g.shape, generator=generator, device=g.device, dtype=g.dtype)
+            return (g.clamp(min=0.0) if self.clips else g), programmed
         if self.drift is not None and nu is not None and t > 0:
             g = g * self.drift.factor(nu, t)
         drifted = g

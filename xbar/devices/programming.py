@@ -81,12 +81,7 @@ class ProgrammingNoise:
     def sigma(self, levels: torch.Tensor, cfg: MappingConfig) -> torch.Tensor:
         """Sigma of each device given its target level (same shape as ``levels``)."""
         if self.sigma_poly_uS is not None:
-            x = levels / cfg.conductance_max_uS
-            sig = torch.zeros_like(levels) + self.sigma_poly_uS[0]
-            power = torch.ones_like(levels)
-            for c in self.sigma_poly_uS[1:]:
-                power = power * x
-                sig = sig + c * power
+            sig = polynomial(self.sigma_poly_uS, levels / cfg.conductance_max_uS)
             return sig * (cfg.conductance_max_uS / self.poly_reference_uS) * self.scale
         if self.level_multipliers is None:
             return torch.full_like(levels, self.sigma_d * self.scale)
@@ -98,6 +93,16 @@ class ProgrammingNoise:
             return None
         table = torch.tensor(self.mean_levels, dtype=levels.dtype, device=levels.device)
         return lookup(table, levels)
+
+
+def polynomial(coeffs: tuple[float, ...], x: torch.Tensor) -> torch.Tensor:
+    """sum_i c_i x^i (aihwkit's noise polynomials in g/g_max)."""
+    out = torch.zeros_like(x) + coeffs[0]
+    power = torch.ones_like(x)
+    for c in coeffs[1:]:
+        power = power * x
+        out = out + c * power
+    return out
 
 
 def lookup(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

@@ -290,6 +290,12 @@ class Preset:
             bitflip_targets=self.bitflip_targets,
         )
 
+    def to_aihwkit(self, rpu_config_class: Any = None) -> Any:
+        """A plain aihwkit ``InferenceRPUConfig`` with aihwkit's own noise model (see ``xbar.presets.aihwkit``)."""
+        from xbar.presets.aihwkit import to_aihwkit
+
+        return to_aihwkit(self, rpu_config_class)
+
     def with_overrides(self, origin: str = "<overrides>", **overrides: Any) -> Preset:
         """A copy with fields replaced by keyword.
 

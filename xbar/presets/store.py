@@ -45,17 +45,31 @@ def load(name_or_path: str | os.PathLike | Preset, **overrides: Any) -> Preset:
     """
     if isinstance(name_or_path, Preset):
         preset = name_or_path
+    elif not isinstance(name_or_path, str | os.PathLike):
+        raise InputError(
+            f"preset: got {type(name_or_path).__name__}; expected a shipped preset name, a .toml path or a Preset "
+            "(xbar.presets.from_aihwkit reads an aihwkit noise model or RPU config)"
+        )
     else:
         key = str(name_or_path)
         shipped = _shipped()
         if key in shipped:
             path = shipped[key]
-        elif key.endswith(".toml") or os.sep in key or Path(key).exists():
+        elif key.endswith(".toml") or os.sep in key or _exists(key):
             path = Path(key)
         else:
-            raise InputError(f"preset {key!r}: not a shipped preset ({', '.join(sorted(shipped))}) nor a .toml file")
+            shown = key if len(key) <= 80 else key[:77] + "..."
+            raise InputError(f"preset {shown!r}: not a shipped preset ({', '.join(sorted(shipped))}) nor a .toml file")
         preset = Preset.from_dict(read_toml(path), origin=str(path if key not in shipped else f"preset {key}"))
     return preset.with_overrides(**overrides) if overrides else preset
+
+
+def _exists(path: str) -> bool:
+    """Whether ``path`` is an existing file; False for names the OS refuses (too long, ...)."""
+    try:
+        return Path(path).exists()
+    except (OSError, ValueError):
+        return False
 
 
 def dumps(preset: Preset) -> str:

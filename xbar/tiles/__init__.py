@@ -20,7 +20,7 @@ from xbar.tiles.control import (
     xbar_layers,
     xbar_tiles,
 )
-from xbar.tiles.convert import convert
+from xbar.tiles.convert import convert, to_digital
 from xbar.tiles.converter import BitSlicingConverter
 from xbar.tiles.layers import XbarConv2d, XbarLinear
 from xbar.tiles.noise_model import XbarNoiseModel
@@ -40,6 +40,7 @@ __all__ = [
     "XbarSimulatorTile",
     "clean_state_dict",
     "convert",
+    "to_digital",
     "effective_weights",
     "format_tile_map",
     "get_injection",

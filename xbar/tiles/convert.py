@@ -33,17 +33,67 @@ class XbarModel(AnalogWrapper):
     def __new__(cls, module: nn.Module | None = None, **_: Any) -> XbarModel:
         return object.__new__(cls)
 
+    def __reduce_ex__(self, protocol: int):
+        """Pickle (``torch.save`` of a whole model, ``copy.deepcopy``) through the wrapped class,
+        which is importable; the wrapper class itself is made at run time."""
+        return (_blank, (type(self).__bases__[1],), self.__dict__)
 
-def wrap(model: nn.Module) -> nn.Module:
-    """``model`` as an aihwkit analog container (an ``XbarModel`` subclass of its class)."""
-    base = type(model)
+
+def _wrapper_class(base: type) -> type:
     sub = XbarModel._classes.get(base)
     if sub is None:
         sub = types.new_class(f"Xbar{base.__name__}", (XbarModel, base), {})
         sub.__module__ = base.__module__
         sub.__qualname__ = f"Xbar{base.__qualname__}"
         XbarModel._classes[base] = sub
-    return sub(model)
+    return sub
+
+
+def _blank(base: type) -> nn.Module:
+    """An empty wrapper of ``base`` that unpickling fills with its state."""
+    return object.__new__(_wrapper_class(base))
+
+
+def wrap(model: nn.Module) -> nn.Module:
+    """``model`` as an aihwkit analog container (an ``XbarModel`` subclass of its class)."""
+    return _wrapper_class(type(model))(model)
+
+
+def to_digital(model: nn.Module, inplace: bool = False) -> nn.Module:
+    """A plain PyTorch copy of a converted model: xbar (and aihwkit) analog layers become
+    ``nn.Linear`` / ``nn.Conv2d`` holding the tiles' current weights, the wrapper goes.
+
+    aihwkit's own ``convert_to_digital`` does the same (xbar's layers are registered in
+    its default conversion set).
+    """
+    from aihwkit.nn.conversion import convert_to_digital
+
+    return convert_to_digital(model, set(_digital_set()), inplace=inplace)
+
+
+def _digital_set() -> set:
+    from aihwkit.nn import conversion
+
+    conversion._DEFAULT_DIGITAL_CONVERSION_SET.update({XbarLinear, XbarConv2d})
+    return conversion._DEFAULT_DIGITAL_CONVERSION_SET
+
+
+_digital_set()  # aihwkit's convert_to_digital knows xbar's layers
+
+
+def _rpu_config_preset(config: Any, forward: IOParameters | None):
+    """(preset, forward) from an RPU config given as ``preset``: an ``XbarRPUConfig`` gives its
+    preset, an aihwkit inference config its noise model (``xbar.presets.from_aihwkit``); the
+    config's forward periphery is used unless ``forward`` is given."""
+    from xbar import presets
+
+    if isinstance(config, XbarRPUConfig):
+        preset = config.preset_object() or {"name": "ideal", "mapping": {"weight_bits": 0}}
+    else:
+        preset = presets.from_aihwkit(config)
+    if forward is None and isinstance(getattr(config, "forward", None), IOParameters):
+        forward = config.forward
+    return preset, forward
 
 
 def _load_preset(preset: Any, tile_size: tuple[int, int] | None):
@@ -112,7 +162,11 @@ def convert(
 
     Args:
         model: the digital network (any ``nn.Module``).
-        preset: a shipped preset name, a TOML path, a ``Preset`` or a preset dict.
+        preset: a shipped preset name, a TOML path, a ``Preset``, a preset dict, or an
+            RPU config: an ``XbarRPUConfig`` (its preset and forward periphery) or an aihwkit
+            ``InferenceRPUConfig`` / ``TorchInferenceRPUConfig`` or noise model, read by
+            ``xbar.presets.from_aihwkit`` (the config's forward periphery is kept unless
+            ``forward`` is given; other aihwkit settings are not).
         inplace: convert ``model`` itself instead of a deep copy.
         layers: convert only these layers: module names (a name also selects the
             layers inside it) and/or types (``nn.Linear``, ``nn.Conv2d``).
@@ -128,6 +182,8 @@ def convert(
     ``analog_tiles()``, ``program_analog_weights()`` and ``drift_analog_weights(t)``
     are available. State-dict keys of untouched modules do not change.
     """
+    if type(preset).__module__.startswith("aihwkit.") or isinstance(preset, XbarRPUConfig):
+        preset, forward = _rpu_config_preset(preset, forward)
     p = _load_preset(preset, tile_size)
     options = copy.deepcopy(dict(rpu_options or {}))
     for key in ("preset", "forward"):

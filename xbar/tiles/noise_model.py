@@ -115,7 +115,9 @@ class XbarNoiseModel(BaseNoiseModel):
         """Drift exponents nu of devices at levels ``g_target`` (None without drift)."""
         dm = self.device_model
         if dm.drift is None:
-            return None
+            # a resampling read needs the targets (as aihwkit's ReRamWan2022NoiseModel keeps them)
+            resamples = dm.read_noise is not None and dm.read_noise.resamples
+            return g_target.clone() if resamples else None
         z = torch.randn(g_target.shape, generator=self.generator, device=g_target.device, dtype=g_target.dtype)
         return dm.drift.sample_nu(_levels(g_target, dm), dm.mapping, z)
 
@@ -125,6 +127,9 @@ class XbarNoiseModel(BaseNoiseModel):
     ) -> torch.Tensor:
         """Drift then read noise of devices programmed at ``g_prog``, read ``t_inference`` s later."""
         dm = self.device_model
+        if dm.read_noise is not None and dm.read_noise.resamples and dm.drift is None:
+            target = g_prog if drift_noise_param is None else drift_noise_param
+            return dm.read_levels(target, g_prog, None, t_inference, self.generator)[0]
         g = g_prog
         if dm.drift is not None and drift_noise_param is not None and t_inference > 0:
             g = g * dm.drift.factor(drift_noise_param, t_inference)
