@@ -144,8 +144,8 @@ def test_an_unwritable_out_is_refused_before_any_work(tmp_path, monkeypatch, cap
     _one_line(capsys, "/proc/run", "not writable")
     assert main(["convert", "--model", "lenet", "--preset", "fefet1", "--out", "/proc/x.pt"]) == 2
     _one_line(capsys, "not writable")
-    assert main(["fit", str(tmp_path / "m.h5"), "--out", "/proc/p.toml"]) == 2
-    _one_line(capsys)
+    assert main(["fit", str(tmp_path / "m.h5"), "--out", "/proc/p.toml"]) == 2  # checked before reading m.h5
+    _one_line(capsys, "/proc/p.toml", "not writable")
 
 
 class Evil:
@@ -175,3 +175,10 @@ def test_atomic_write_of_a_text_file_on_a_full_disk(tmp_path, monkeypatch):
     with pytest.raises(InputError, match="r.json: cannot be written: No space left on device"):
         atomic_write_text(tmp_path / "r.json", "{}")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_garbage_is_not_a_pytorch_file(tmp_path):
+    path = tmp_path / "garbage.pt"
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(InputError, match="not a PyTorch file"):
+        torch_load_safe(path)

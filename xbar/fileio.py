@@ -153,12 +153,16 @@ def torch_load_safe(path: str | os.PathLike, map_location: Any = "cpu", missing:
         return torch.load(p, map_location=map_location, weights_only=True)
     except Exception as exc:  # pickle, zip, legacy-format and decoding errors alike: bad input
         code = re.search(r"[Uu]nsupported (?:global: )?GLOBAL ([\w.]+)", str(exc))
-        if isinstance(exc, pickle.UnpicklingError) and (code or "Weights only load failed" in str(exc)):
-            what = code.group(1) if code else "objects other than tensors"
+        if isinstance(exc, pickle.UnpicklingError) and code:
             raise InputError(
-                f"{p}: holds code objects ({what}), not only tensors; refusing to unpickle code (weights_only=True)"
+                f"{p}: holds code objects ({code.group(1)}), not only tensors; refusing to unpickle code "
+                "(weights_only=True)"
             ) from None
         if not zipfile.is_zipfile(p):
             raise InputError(f"{p}: not a PyTorch file; expected one written by torch.save") from None
+        detail = re.search(r"WeightsUnpickler error: ([^\n]{1,120})", str(exc))
+        if isinstance(exc, pickle.UnpicklingError) and detail:  # not PyTorch's paragraph, its one relevant line
+            raise InputError(f"{p}: holds objects other than tensors ({detail.group(1).strip()}); refusing to "
+                             "unpickle code (weights_only=True)") from None
         first = first_line(exc)
         raise InputError(f"{p}: not a readable PyTorch checkpoint ({first})") from None
