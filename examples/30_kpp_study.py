@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 
 from xbar import data
-from xbar.evaluation import format_table, monte_carlo, sigma_sweep
+from xbar.cli.tables import format_table
+from xbar.evaluation import monte_carlo, sigma_sweep
 from xbar.training import train as xtrain
 
 

@@ -21,8 +21,9 @@ import time
 from pathlib import Path
 
 from xbar import data
+from xbar.cli.tables import format_table
 from xbar.devices.bitflip import BitFlipModel
-from xbar.evaluation import bitflip_sweep, format_table, midpoint_table
+from xbar.evaluation import bitflip_sweep, midpoint_table
 from xbar.evaluation.plots import plot_bitflip
 from xbar.training import train as xtrain
 

@@ -172,6 +172,23 @@ def test_directional_and_per_bit_rates_sparse():
                 assert stats.binomtest(k, n, p).pvalue > alpha, (b, k, n, p)
 
 
+@pytest.mark.parametrize("method", ["sparse", "dense"])
+def test_flip_bits_counts_wider_storage_than_values(method):
+    """float64 storage read back into float32 rounds the low 29 mantissa bits away, and the
+    rounding can carry into bits that were 1: counted from the values, a 0 -> 1 only model
+    would show 1 -> 0 flips. Counted from the stored patterns, 0 -> 1 flips are
+    Binomial(zero slots, p1) and there is no 1 -> 0 flip."""
+    p1 = 1e-3 if method == "sparse" else 0.1
+    m = BitFlipModel(p1, 0.0, "float64", "mantissa")
+    x = randn(20_000, seed=12)  # float32 values
+    y, c = flip_bits(x, m, gen(13), method=method, counts=True)
+    assert y.dtype == torch.float32 and y.shape == x.shape
+    assert c["total_1to0"] == 0
+    assert within(c["total_0to1"], sum(c["zeros"][b] for b in m.mask_bits()), p1)
+    with pytest.raises(ValueError, match="counts=True"):
+        flip_counts(x, y, m)  # the read-back values no longer hold the stored bits
+
+
 def test_sparse_and_dense_have_the_same_distribution():
     p1, p2 = 0.02, 0.01
     m = BitFlipModel(p1, p2, "float32", ((0, 15), (24, 31)))

@@ -10,18 +10,19 @@ import pytest
 import torch
 
 from tests.test_evaluation_helpers import digits, lenet, one_thread
-from xbar.devices.bitflip import BitFlipModel
+from xbar.cli.cmd_bitflip import parse_mask
+from xbar.cli.tables import format_table
+from xbar.devices.bitflip import BitFlipModel, Flipper, dense_regime, encode, mix64
 from xbar.evaluation import (
     BitflipEngine,
     bitflip_sweep,
-    format_table,
+    directional,
     midpoint_table,
     p_grid,
-    parse_mask,
 )
 from xbar.evaluation import flips as flips_module
-from xbar.evaluation.bitflip_study import _store
-from xbar.evaluation.flips import ActivationStreams, Flipper, mix64
+from xbar.evaluation.batched import default_layers
+from xbar.evaluation.flips import ActivationStreams
 from xbar.evaluation.streams import ACTIVATION, _splitmix64, _splitmix64_int, instance_seeds
 
 
@@ -47,6 +48,8 @@ def test_parse_mask_forms():
     assert parse_mask("none", "float16") == ()
     with pytest.raises(ValueError):
         parse_mask("bits", "float32")
+    with pytest.raises(ValueError, match="mask"):
+        parse_mask("exponent", "int8")  # a mask the storage does not have
 
 
 @pytest.mark.parametrize("p", [2e-3, 0.1])  # the sparse and the dense (counter-based) path
@@ -55,7 +58,7 @@ def test_observed_flips_match_p(target, p):
     """With p1 = p2 = p every bit slot changes with probability p whatever it holds, so an instance's
     flips are Binomial(slots, p) and their total over the instances Binomial(instances x slots, p):
     5 standard deviations is a false-failure rate of 6e-7 per comparison."""
-    assert Flipper.is_dense(p, p) == (p > 0.05)
+    assert dense_regime(p, p) == (p > 0.05)
     r = bitflip_sweep(lenet(), digits(), "float32", p=[p], repeats=6, targets=[target], seed=1,
                       limit=64, progress=False, fit=False)
     flips = r.flips[target]
@@ -96,13 +99,13 @@ def test_activation_flips_depend_only_on_the_image(monkeypatch, block_flips):
     """An instance's activation flips are those of the virtual [images, E] tensor, whatever the batches
     (and however many images follow): sparse and dense instances in one pass."""
     monkeypatch.setattr(flips_module, "BLOCK_FLIPS", block_flips)
-    f = Flipper("float16", "all", torch.device("cpu"))
+    f = Flipper("float16", "all")
     E, N, probs = 30, 50, [0.02, 0.2, 0.0, 1e-3]
     x = torch.randint(-(2**15), 2**15, (len(probs), N, E), generator=torch.Generator().manual_seed(0),
                       dtype=torch.int16)
 
     def run(cuts, known=True):
-        st = ActivationStreams(f, 9, [3, 8, 1, 4], probs, (ACTIVATION, 0, 0), E, cuts if known else ())
+        st = ActivationStreams(f, 9, [3, 8, 1, 4], probs, probs, (ACTIVATION, 0, 0), E, cuts if known else ())
         out, counts = x.clone(), torch.zeros(len(probs), dtype=torch.int64)
         for a, b in zip(cuts[:-1], cuts[1:]):
             rows = out[:, a:b].reshape(len(probs), -1).contiguous()
@@ -175,15 +178,38 @@ def test_int8_storage_is_post_training_quantization():
     assert abs(r.baseline["accuracy"] - clean) < 0.03
 
 
-def test_store_respects_the_mask_and_counts_bits(gen):
-    x = torch.randn(1000, generator=gen)
-    sign_only = BitFlipModel(0.5, 0.5, "float32", "sign")
-    y, flips = _store(x, sign_only, torch.Generator().manual_seed(0))
-    torch.testing.assert_close(y.abs(), x.abs(), rtol=0, atol=0)
-    assert flips == int((torch.sign(y) != torch.sign(x)).sum())
-    int8 = BitFlipModel(0.0, 0.0, "int8", "all")
-    y, flips = _store(x, int8, torch.Generator().manual_seed(0))
-    assert flips == 0 and (y - x).abs().max() <= x.abs().max() / 127 / 2 + 1e-6
+def test_directional_pairs():
+    assert directional(1e-3) == (1e-3, 1e-3)
+    assert directional(1e-3, 0.0) == (1e-3, 0.0) and directional(1e-3, math.inf) == (0.0, 1e-3)
+    assert directional(0.2, 4.0) == (0.05, 0.2) and directional(0.2, 0.25) == (0.2, 0.05)
+    with pytest.raises(ValueError, match="p10_ratio"):
+        directional(1e-3, -1.0)
+
+
+@pytest.mark.parametrize("p", [2e-3, 0.1])  # sparse and dense
+@pytest.mark.parametrize("ratio", [0.0, math.inf])
+def test_directional_sweep_flips_only_one_way(p, ratio):
+    """With 0 -> 1 flips only (ratio 0) every stored weight bit that is 0 flips with probability p and
+    no 1 does, so an instance's weight flips are Binomial(zero bits, p) (ratio inf: the ones); 5 standard
+    deviations is a false-failure rate of 6e-7 per comparison. The symmetric expectation p x slots is
+    about half as large for int8 weights near 0 (mostly 0 bits in two's complement, mostly 1 below 0)."""
+    model, split = lenet(), digits()
+    r = bitflip_sweep(model, split, "int8", p=[p], repeats=4, targets=["weights"], seed=2, limit=32,
+                      p10_ratio=ratio, progress=False, fit=False)
+    m = BitFlipModel(0.0, 0.0, "int8")
+    ones = zeros = 0
+    for name in default_layers(model):
+        w = dict(model.named_modules())[name].weight.detach()
+        pat = encode(w, m)[0].reshape(-1).long()
+        n1 = int(sum(((pat >> b) & 1).sum() for b in range(8)))
+        ones, zeros = ones + n1, zeros + pat.numel() * 8 - n1
+    assert ones + zeros == r.slots["weights"]
+    n = zeros if ratio == 0 else ones
+    sd = math.sqrt(n * p * (1 - p))
+    assert np.all(np.abs(r.flips["weights"] - n * p) < 5 * sd), (r.flips["weights"], n * p)
+    assert r.to_dict()["p10_ratio"] == (0.0 if ratio == 0 else "inf")
+    assert r.table()[0]["expected_flips_weights"] is None
+    assert r.table()[0]["p_0to1"] == (p if ratio == 0 else 0.0)
 
 
 def test_batching_does_not_change_a_sweep():

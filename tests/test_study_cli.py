@@ -134,6 +134,20 @@ def test_bitflip_json_and_tables(runs, capsys, tmp_path):
     assert d["sweeps"]["msb:9"]["mask_bits"] == list(range(23))
 
 
+def test_bitflip_directional(runs, capsys):
+    """--p10-ratio 0: only 0 -> 1 flips; the table gives both probabilities, not the symmetric expectation."""
+    d = _json(capsys, ["bitflip", str(runs["r0"]), "--p-min", "1e-3", "--p-max", "1e-2", "--points-per-decade", "1",
+                       "--repeats", "1", "--targets", "weights", "--p10-ratio", "0", "--json", *FAST])
+    assert d["p10_ratio"] == 0.0
+    row = d["sweeps"]["float32"]["table"][1]
+    assert row["p_0to1"] == 1e-2 and row["p_1to0"] == 0.0 and row["expected_flips_weights"] is None
+    _documented(d, d["sweeps"]["float32"], row)
+    assert main(["bitflip", str(runs["r0"]), "--p-min", "1e-3", "--p-max", "1e-2", "--repeats", "1",
+                 "--targets", "weights", "--p10-ratio", "inf", *FAST]) == 0
+    out = capsys.readouterr().out
+    assert "p(1->0) / p(0->1) = inf" in out and "p_0to1" in out
+
+
 def test_landscape_1d_and_2d(runs, capsys, tmp_path):
     d = _json(capsys, ["landscape", str(runs["r0"]), "--dims", "1", "--directions", "2", "--alphas=-1:1:3",
                        "--json", *FAST])
@@ -164,6 +178,7 @@ def test_bad_inputs_exit_2_with_one_line(runs, capsys, tmp_path):
     _bad(capsys, ["bitflip", r0, "--mask", "99-100"], "--mask")
     _bad(capsys, ["bitflip", r0, "--targets", "gradients"], "--targets")
     _bad(capsys, ["bitflip", r0, "--p-min", "1e-1", "--p-max", "1e-3"], "p-min")
+    _bad(capsys, ["bitflip", r0, "--p10-ratio", "-1"], "--p10-ratio")
     _bad(capsys, ["landscape", r0, "--dims", "2"], "--models")
     _bad(capsys, ["landscape", r0, "--alphas", "a:b"], "--alphas")
     _bad(capsys, ["landscape", r0, "--alphas=-1:1:100000000"], "--alphas", "at most")

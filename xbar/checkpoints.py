@@ -60,7 +60,25 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
         v = data[key]
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise InputError(f"{p}: {key} = {v!r}: expected a positive integer")
+    for key, ok, expected in _OPTIONAL:
+        if data.get(key) is not None and not ok(data[key]):
+            raise InputError(f"{p}: {key} = {data[key]!r}: expected {expected}")
     return data
+
+
+def _int_in(lo: int, hi: int):
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+
+#: Optional manifest keys the studies read: (key, check, what is expected); null means absent.
+_OPTIONAL = (
+    ("model_options", lambda v: isinstance(v, dict) and all(isinstance(k, str) for k in v),
+     "an object of model keyword arguments"),
+    ("seed", _int_in(0, 2**63 - 1), "a non-negative integer"),
+    ("act_bits", _int_in(0, 16), "an integer from 0 to 16 (activation bits)"),
+    ("preset", lambda v: isinstance(v, str), "a preset name (string)"),
+    ("preset_spec", lambda v: isinstance(v, dict), "a preset table (object)"),
+)
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -154,7 +172,7 @@ def load_model(
         model = models.build(name, in_channels=shape[0], num_classes=shape[1], image_size=shape[2], **options)
     except InputError:
         raise
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:  # TypeError: a model option the network does not take
         raise InputError(f"{p}: cannot build model {name!r} for input {shape}: {exc}") from None
     state = read_state_dict(weights)
     _load_into(model, state, str(weights), name)

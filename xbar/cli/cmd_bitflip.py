@@ -3,13 +3,57 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from xbar.cli import _studies as S
 from xbar.cli.cmd_eval import _source
 from xbar.cli.common import positive_int, probability
+from xbar.cli.tables import format_table
 from xbar.errors import InputError
 
 DTYPES = ("float32", "float16", "bfloat16", "float64", "int8")
+
+
+def parse_mask(text: str, storage: str):
+    """A ``BitFlipModel`` mask from text: all|sign|exponent|mantissa, ``msb:N`` (Fig. 4 thermometer,
+    N MSBs protected) or bit ranges ``LO-HI[+LO-HI...]`` (bit 0 = LSB; ``none`` for no bits).
+    Raises ValueError on text of none of these forms or a mask the storage does not have."""
+    from xbar.devices.bitflip import BitFlipModel
+
+    t = text.strip()
+    if t in ("all", "sign", "exponent", "mantissa"):
+        mask = t
+    elif t == "none":
+        mask = ()
+    elif t.startswith("msb:"):
+        try:
+            n = int(t[4:])
+        except ValueError:
+            raise ValueError(f"mask {text!r}: expected msb:N with an integer N") from None
+        mask = BitFlipModel.thermometer(storage, n).mask
+    else:
+        ranges = []
+        for part in t.split("+"):
+            lo, sep, hi = part.partition("-")
+            try:
+                ranges.append((int(lo), int(hi if sep else lo)))
+            except ValueError:
+                raise ValueError(
+                    f"mask {text!r}: expected all, sign, exponent, mantissa, none, msb:N or bit ranges like 0-22+31-31"
+                ) from None
+        mask = tuple(ranges)
+    return BitFlipModel(0.0, 0.0, storage, mask).mask
+
+
+def ratio(value: str) -> float:
+    """argparse type of ``--p10-ratio``: a number in [0, inf] (``inf`` allowed)."""
+    try:
+        r = float(value)
+    except ValueError:
+        r = math.nan
+    if math.isnan(r) or r < 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a ratio in [0, inf]")
+    return r
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,6 +72,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--points-per-decade", type=positive_int, default=2,
                    help="grid points per decade of p (default 2; with 1, a steep drop may fall between two points and leave the midpoint unidentified)")
     p.add_argument("--repeats", type=positive_int, default=5, help="instances per p (default 5, as the paper)")
+    p.add_argument("--p10-ratio", type=ratio, default=1.0, metavar="R",
+                   help="directional flips: p(1->0) / p(0->1) = R, the swept p being the larger of the two "
+                   "(default 1: symmetric, as the paper; 0: only 0->1 flips; inf: only 1->0 flips)")
     p.add_argument("--targets", default="activations",
                    help="comma-separated: weights, biases, activations (default activations, as the paper)")
     p.add_argument("--mask", action="append",
@@ -40,7 +87,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from xbar.evaluation import bitflip_sweep, format_table, midpoint_table, p_grid, parse_mask
+    from xbar.evaluation import bitflip_sweep, midpoint_table, p_grid
     from xbar.evaluation.plots import plot_bitflip
 
     dtypes = S.parse_list(args.dtype, str, "--dtype")
@@ -60,9 +107,6 @@ def run(args: argparse.Namespace) -> int:
         for m in masks:
             try:
                 mask = parse_mask(m, d)
-                from xbar.devices.bitflip import BitFlipModel
-
-                BitFlipModel(0.0, 0.0, d, mask)
             except ValueError as exc:
                 raise InputError(f"--mask {m!r} for --dtype {d}: {exc}") from None
             label = d if len(masks) == 1 else (f"{d} {m}" if len(dtypes) > 1 else m)
@@ -84,7 +128,8 @@ def run(args: argparse.Namespace) -> int:
     with S.library_errors():
         for label, d, mask in sweeps:
             results[label] = bitflip_sweep(
-                model, data, storage=d, p=grid, repeats=args.repeats, targets=targets, mask=mask, seed=args.seed,
+                model, data, storage=d, p=grid, repeats=args.repeats, targets=targets, mask=mask,
+                p10_ratio=args.p10_ratio, seed=args.seed,
                 num_classes=info["num_classes"], activation_sites=sites, layers=layers,
                 batch_instances=args.batch_instances, batch_size=args.batch_size, device=dev, limit=args.limit,
                 progress=not args.no_progress,
@@ -97,6 +142,7 @@ def run(args: argparse.Namespace) -> int:
         "targets": targets,
         "p": [float(v) for v in grid],
         "repeats": args.repeats,
+        "p10_ratio": args.p10_ratio,
         "seed": args.seed,
         "reference": ref if len(results) > 1 else None,
         "table": table,
@@ -106,10 +152,12 @@ def run(args: argparse.Namespace) -> int:
     lines = [
         f"xbar bitflip: {S.header(info, first.num_images)}, targets {', '.join(targets)}, "
         f"{grid.size} p values x {args.repeats} repeats (seed {args.seed})"
+        + ("" if args.p10_ratio == 1 else f", p(1->0) / p(0->1) = {args.p10_ratio:g}")
     ]
     for lab, r in results.items():
         lines.append(f"\n{lab}: baseline accuracy {r.baseline['accuracy']:.4f}")
-        cols = ["p", "accuracy_mean", "accuracy_std"] + [f"flips_{t}" for t in targets] + [f"expected_flips_{t}" for t in targets]
+        cols = ["p", "accuracy_mean", "accuracy_std"] + [f"flips_{t}" for t in targets]
+        cols += [f"expected_flips_{t}" for t in targets] if args.p10_ratio == 1 else ["p_0to1", "p_1to0"]
         lines.append(format_table(r.table(), cols))
     lines.append("\nmidpoint noise level (Eq. 2 fit):")
     cols = ["label", "midpoint_p", "midpoint_interval", "p_99_percent_of_peak", "a_max"]

@@ -122,23 +122,24 @@ def run(args: argparse.Namespace) -> int:
         "manifest": str(manifest) if manifest else None,
     }
     if out is not None:
+        record = {
+            "format": MANIFEST_FORMAT,
+            "format_version": MANIFEST_VERSION,
+            "model": name,
+            "model_options": result["model_options"],
+            "state_file": out.name,
+            "checkpoint": checkpoint,
+            "checkpoint_sha256": _sha256(checkpoint) if checkpoint else None,
+            "preset": preset.to_dict(),
+            "tile_map": rows,
+            "totals": totals,
+        }
         tiles.save_state(analog, out, force=args.force)
-        atomic_write_json(
-            manifest,
-            {
-                "format": MANIFEST_FORMAT,
-                "format_version": MANIFEST_VERSION,
-                "model": name,
-                "model_options": result["model_options"],
-                "state_file": out.name,
-                "checkpoint": checkpoint,
-                "checkpoint_sha256": _sha256(checkpoint) if checkpoint else None,
-                "preset": preset.to_dict(),
-                "tile_map": rows,
-                "totals": totals,
-            },
-            force=args.force,
-        )
+        try:
+            atomic_write_json(manifest, record, force=args.force)
+        except BaseException:
+            out.unlink(missing_ok=True)  # no state file without its manifest
+            raise
     text = [
         f"{name} -> {preset.name} ({presets_storage(preset)}), {totals['layers']} analog layer(s)"
         + (f", weights from {checkpoint}" if checkpoint else ""),
@@ -155,3 +156,4 @@ def presets_storage(preset) -> str:
     from xbar.cli.cmd_presets import storage
 
     return storage(preset)
+

@@ -39,6 +39,9 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from xbar.demo import DemoConfig
     from xbar.demo import run as run_demo
+    from xbar.fileio import check_writable_dir
+
+    check_writable_dir(args.out)  # before any work: an unwritable place is refused at once
 
     cfg = DemoConfig(
         out=Path(args.out), preset=args.preset, sigma_d=args.sigma_d, epochs=args.epochs, mc=args.mc, lr=args.lr,

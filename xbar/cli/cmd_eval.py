@@ -89,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _sweep(args, model, info, data, preset, layers, dev) -> int:
     from xbar import presets
-    from xbar.evaluation import format_table, sigma_sweep
+    from xbar.cli.tables import format_table
+    from xbar.evaluation import sigma_sweep
 
     sigmas = S.parse_list(args.sigmas, float, "--sigmas")
     if not sigmas or not all(math.isfinite(v) and v >= 0 for v in sigmas):

@@ -125,6 +125,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.out:
         raise InputError("--out RUN_DIR: required")
+    from xbar.fileio import check_writable_dir
+
+    check_writable_dir(args.out)  # before any work: an unwritable place is refused at once
     if args.resume and args.force:
         raise InputError("--resume and --force: give one of them")
     recorded = _from_manifest(args) if args.resume else {}

@@ -17,6 +17,12 @@ drawn first, then K distinct slots uniformly, and only those elements are
 touched. For large p the dense Bernoulli fliptensors are cheaper and are used
 instead; both paths have exactly the same distribution.
 
+This module is the one Eq. 3 engine: :func:`flip_bits` / :func:`flip_stored` flip one
+tensor from a generator; :class:`Flipper` flips rows ``[k, L]`` of k instances' stored
+patterns in place, with sparse slots drawn by the caller or counter-based dense draws
+keyed by slot position (the bit-flip studies, ``xbar.evaluation.flips``, use it so that
+a slice of a tensor flips exactly as inside the whole tensor).
+
 Exponent flips can produce +-inf and NaN (an all-ones exponent). They are kept
 as they are, as the hardware would read them back; a study that wants to count
 them can test ``torch.isfinite`` on the result.
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -33,10 +40,16 @@ import torch
 
 __all__ = [
     "BitFlipModel",
+    "DENSE_FRACTION",
     "STORAGE_BITS",
     "FLOAT_LAYOUTS",
+    "Flipper",
+    "dense_regime",
     "encode",
     "decode",
+    "flipper",
+    "mix64",
+    "sparse_slots",
     "flip_stored",
     "flip_bits",
     "flip_counts",
@@ -162,7 +175,7 @@ class BitFlipModel:
     @property
     def sparse(self) -> bool:
         """True when the flips are drawn sparsely (count, then positions): p <= ``DENSE_FRACTION``."""
-        return max(self.p_0to1, self.p_1to0) <= DENSE_FRACTION
+        return not dense_regime(self.p_0to1, self.p_1to0)
 
     def mask_bits(self) -> list[int]:
         """Sorted bit positions (0 = LSB) that may flip."""
@@ -260,7 +273,12 @@ def decode(
 
 
 # ---------------------------------------------------------------------------
-# flips on the integer pattern
+# fliptensors: sparse draws, counter-based draws, and Eq. 3 on rows of patterns
+
+
+def dense_regime(p_0to1: float, p_1to0: float) -> bool:
+    """True when the dense fliptensors are used: more than ``DENSE_FRACTION`` of the slots expected to flip."""
+    return max(p_0to1, p_1to0) > DENSE_FRACTION
 
 
 def _signed_bit_values(bits: int) -> list[int]:
@@ -302,6 +320,18 @@ def _binomial(n: int, p: float, generator: torch.Generator | None, device) -> in
     return int(torch.binomial(count, prob, generator=generator).item())
 
 
+def sparse_slots(n_slots: int, p: float, generator: torch.Generator | None, device) -> torch.Tensor:
+    """The nonzero slots of one fliptensor over ``n_slots`` Bernoulli(p) slots, sorted (int64 on ``device``).
+
+    Their count K ~ Binomial(n_slots, p) is drawn first, then K distinct slots
+    uniformly: the same distribution as n_slots Bernoulli draws at a cost ~ K.
+    """
+    k = _binomial(n_slots, p, generator, device)
+    if k == 0:
+        return torch.zeros(0, dtype=torch.int64, device=device)
+    return _distinct_uniform(n_slots, k, generator, device)
+
+
 @functools.lru_cache(maxsize=64)
 def _int_table(values: tuple[int, ...], device: torch.device) -> torch.Tensor:
     """``torch.tensor(values)`` (int64) on ``device``, made once: a new one would be a
@@ -330,24 +360,149 @@ def _split(plan: torch.Tensor, head: int, rows: int) -> list[torch.Tensor]:
     return [plan[:head], *plan[head:].view(rows, -1)]
 
 
-def _sparse_fliptensor(
-    numel: int,
-    mask_bits: list[int],
-    p: float,
-    bitvals: list[int],
-    generator: torch.Generator | None,
-    device,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Nonzero entries of one fliptensor: (element index, signed bit value) per flip."""
-    n_slots = numel * len(mask_bits)
-    k = _binomial(n_slots, p, generator, device)
-    if k == 0:
-        empty = torch.zeros(0, dtype=torch.int64, device=device)
-        return empty, empty
-    slots = _distinct_uniform(n_slots, k, generator, device)
-    values = _int_table(tuple(bitvals[b] for b in mask_bits), slots.device)  # value of each masked bit
-    elem = torch.div(slots, len(mask_bits), rounding_mode="floor")
-    return elem, values[slots % len(mask_bits)]
+_GOLDEN = 0x9E3779B97F4A7C15 - (1 << 64)  # the SplitMix64 constants as signed int64
+_M1 = 0xBF58476D1CE4E5B9 - (1 << 64)
+_M2 = 0x94D049BB133111EB - (1 << 64)
+_LOW32 = (1 << 32) - 1
+
+
+def _srl(z: torch.Tensor, s: int) -> torch.Tensor:
+    """Logical right shift of int64 values."""
+    return (z >> s) & ((1 << (64 - s)) - 1)
+
+
+def mix64(z: torch.Tensor) -> torch.Tensor:
+    """The SplitMix64 finaliser on int64 tensors (two's complement wrap-around), without its leading ``+ golden``."""
+    z = (z ^ _srl(z, 30)) * _M1
+    z = (z ^ _srl(z, 27)) * _M2
+    return z ^ _srl(z, 31)
+
+
+def _threshold(p: float) -> int:
+    return int(round(p * (1 << 32)))
+
+
+SlotSource = Callable[[list[int]], tuple[torch.Tensor, torch.Tensor]]
+
+
+class Flipper:
+    """Eq. 3 for one storage format and mask, in place on rows ``[k, L]`` of stored patterns.
+
+    Row i belongs to instance i. Every slot (element, masked bit) has a position, so
+    which slots flip depends on the instance's stream and the slot's position alone,
+    never on how a tensor is cut into pieces:
+
+    * sparse fliptensors (:func:`sparse_slots`): the slots f1 (0 -> 1) and f2 (1 -> 0)
+      of each row, drawn by the caller; only the touched elements are read and
+      written, and the flips are counted from their old bits (cost O(K log K));
+    * dense (:func:`dense_regime`): counter-based, slot s of a stream with key c hits f1
+      when the low 32 bits of SplitMix64(c + (s + 1) * golden) are below p1 * 2^32 and
+      f2 when its high 32 bits are below p2 * 2^32 (p resolved to 2^-32): any subset
+      of slots is drawn exactly as inside the whole tensor.
+    """
+
+    def __init__(self, storage: str, mask: Mask = "all") -> None:
+        self.ref = BitFlipModel(0.0, 0.0, storage, mask)
+        self.bits = self.ref.mask_bits()
+        self.m = len(self.bits)
+        width = _signed_bit_values(self.ref.bits)
+        self.values = [width[b] for b in self.bits]
+
+    def flip_rows(
+        self,
+        rows: torch.Tensor,
+        p1: Sequence[float],
+        p2: Sequence[float],
+        sparse: SlotSource,
+        dense_keys: Callable[[list[int]], Sequence[int]],
+        first: int,
+        counts: torch.Tensor,
+    ) -> tuple[torch.Tensor | None, list[int]]:
+        """Flip ``rows`` ``[k, L]`` (an integer pattern, contiguous) in place; row i with p1[i], p2[i].
+
+        Row i holds elements ``first .. first + L - 1`` of instance i's tensor.
+        ``sparse(instances)`` returns the fliptensor slots (f1, f2) of those sparse
+        instances as slots of ``rows.view(-1)`` (slot = flat element * m + mask position),
+        on any device; ``dense_keys(instances)`` the keys of those dense instances'
+        counter-based streams. The number of bits that changed in row i is added to
+        ``counts[i]``. Returns what was written: the flat indices of the elements the
+        sparse rows touched (or None) and the dense rows.
+        """
+        if not self.m:
+            return None, []
+        touched = None
+        sp = [i for i in range(len(p1)) if 0 < max(p1[i], p2[i]) and not dense_regime(p1[i], p2[i])]
+        de = [i for i in range(len(p1)) if dense_regime(p1[i], p2[i])]
+        if sp:
+            s1, s2 = sparse(sp)
+            touched = self.flip_slots(rows.view(-1), s1, s2, rows.shape[1], counts)
+        if de:
+            table = [de, list(dense_keys(de)), [_threshold(p1[i]) for i in de], [_threshold(p2[i]) for i in de]]
+            idx, keys, t1, t2 = _ship(list(torch.tensor(table, dtype=torch.int64)), rows.device)
+            sub, changed = self._dense(rows[idx], keys, t1, t2, first)
+            rows[idx] = sub
+            counts.index_add_(0, idx, changed)
+        return touched, de
+
+    def flip_slots(
+        self, flat: torch.Tensor, s1: torch.Tensor, s2: torch.Tensor, per: int = 0,
+        counts: torch.Tensor | None = None,
+    ) -> torch.Tensor | None:
+        """Apply the sparse fliptensors ``s1`` (f1) and ``s2`` (f2), each of distinct slots, to ``flat`` in place.
+
+        The changed bits of slot s's row (s // (per * m)) are added to ``counts``.
+        Returns the touched elements. Which elements and bits the slots name is
+        worked out where the slots are (the CPU, where a GPU would pay a launch and
+        a host wait for each small step), then moved to ``flat``'s device in one
+        copy; only the reads and writes of the touched elements run there, without
+        waiting for the host.
+        """
+        n1 = s1.numel()
+        s = torch.cat([s1, s2])
+        if not s.numel():
+            return None
+        m, here = self.m, s.device
+        elem = torch.div(s, m, rounding_mode="floor")
+        pos = s - elem * m
+        touched, inv = torch.unique(elem, return_inverse=True)
+        want = torch.ones_like(s)
+        want[:n1] = 0  # f1 acts on 0 bits, f2 on 1 bits
+        bitpos, bitval = _int_table(tuple(self.bits), here), _int_table(tuple(self.values), here)
+        parts = [touched, inv, bitpos[pos], bitval[pos], want]
+        if counts is not None:
+            parts.append(torch.div(elem, per, rounding_mode="floor"))
+        touched, inv, shift, value, want, *row = _ship(parts, flat.device)
+        old = flat[touched]
+        change = ((old[inv].long() >> shift) & 1) == want
+        # slots are distinct within each fliptensor and a slot in both changes once, so the
+        # changed bits of an element are distinct: their sum is their OR (MSB negative, in range)
+        f = torch.zeros(touched.numel(), dtype=torch.int64, device=flat.device)
+        f.index_add_(0, inv, torch.where(change, value, 0))
+        flat[touched] = old ^ f.to(flat.dtype)
+        if counts is not None:
+            counts.index_add_(0, row[0], change.long())
+        return touched
+
+    def _dense(
+        self, rows: torch.Tensor, keys: torch.Tensor, t1: torch.Tensor, t2: torch.Tensor, first: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        L = rows.shape[1]
+        base = torch.arange(first, first + L, dtype=torch.int64, device=rows.device) * self.m
+        flip = torch.zeros_like(rows)
+        changed = torch.zeros(rows.shape[0], dtype=torch.int64, device=rows.device)
+        for j, (b, v) in enumerate(zip(self.bits, self.values)):
+            h = mix64(keys[:, None] + ((base + (j + 1)) * _GOLDEN)[None, :])
+            one = ((rows >> b) & 1).bool()
+            hit = torch.where(one, _srl(h, 32) < t2[:, None], (h & _LOW32) < t1[:, None])
+            changed += hit.sum(1)
+            flip |= hit.to(rows.dtype) * v
+        return rows ^ flip, changed
+
+
+@functools.lru_cache(maxsize=64)
+def flipper(storage: str, mask: Mask = "all") -> Flipper:
+    """The :class:`Flipper` of a storage format and mask, made once."""
+    return Flipper(storage, mask)
 
 
 def _dense_fliptensor(
@@ -378,15 +533,16 @@ def flip_stored(
     """Apply Eq. 3, y = (x OR f1) XOR (x AND f2), to an integer bit pattern; returns a new tensor.
 
     ``pattern`` has the storage's integer dtype (int8/int16/int32/int64).
-    ``method="auto"`` uses the sparse path (Binomial count + distinct uniform
-    slots, cost ~ number of flips) unless more than ``DENSE_FRACTION`` of the
-    masked slots are expected to be fliptensor entries, then the dense Bernoulli
-    fliptensors. Random numbers are drawn on ``generator``'s device; with no generator
-    the sparse path draws on the CPU's default generator and the dense one on the
-    pattern's device. The result is on the pattern's device. A sparse draw is a dozen
-    small steps: drawn and worked out on the CPU, it reaches a GPU pattern in one copy
-    through pinned memory and the host never waits for the GPU (with a CUDA generator
-    it waits five times, to read sizes).
+    ``method="auto"`` uses the sparse path (:func:`sparse_slots` for f1 then f2,
+    applied by :meth:`Flipper.flip_slots`, cost ~ number of flips) unless
+    :func:`dense_regime`, then dense Bernoulli fliptensors drawn bit by bit from
+    ``generator`` (a whole tensor, so no counter-based stream is needed). Random
+    numbers are drawn on ``generator``'s device; with no generator the sparse path
+    draws on the CPU's default generator and the dense one on the pattern's device.
+    The result is on the pattern's device. A sparse draw is a dozen small steps:
+    drawn and worked out on the CPU, it reaches a GPU pattern in one copy through
+    pinned memory and the host never waits for the GPU (with a CUDA generator it
+    waits five times, to read sizes).
     """
     int_dtype = _INT_DTYPES[model.storage]
     if pattern.dtype != int_dtype:
@@ -396,45 +552,26 @@ def flip_stored(
         )
     if method not in ("auto", "sparse", "dense"):
         raise ValueError(f"flip_stored method: got {method!r}, expected auto, sparse or dense")
-    mask_bits = model.mask_bits()
+    f = flipper(model.storage, model.mask)
     y = pattern.clone()
     numel = y.numel()
-    if numel == 0 or not mask_bits or (model.p_0to1 == 0.0 and model.p_1to0 == 0.0):
+    if numel == 0 or not f.m or (model.p_0to1 == 0.0 and model.p_1to0 == 0.0):
         return y
-    bitvals = _signed_bit_values(model.bits)
     if method == "auto":
         method = "sparse" if model.sparse else "dense"
 
     if method == "dense":
+        bitvals = _signed_bit_values(model.bits)
         rng_device = generator.device if generator is not None else y.device
-        f1 = _dense_fliptensor(
-            y.shape, mask_bits, model.p_0to1, int_dtype, bitvals, generator, rng_device
-        ).to(y.device)
-        f2 = _dense_fliptensor(
-            y.shape, mask_bits, model.p_1to0, int_dtype, bitvals, generator, rng_device
-        ).to(y.device)
+        f1 = _dense_fliptensor(y.shape, f.bits, model.p_0to1, int_dtype, bitvals, generator, rng_device).to(y.device)
+        f2 = _dense_fliptensor(y.shape, f.bits, model.p_1to0, int_dtype, bitvals, generator, rng_device).to(y.device)
         return (y | f1) ^ (y & f2)
 
     rng_device = generator.device if generator is not None else torch.device("cpu")
-    e1, v1 = _sparse_fliptensor(numel, mask_bits, model.p_0to1, bitvals, generator, rng_device)
-    e2, v2 = _sparse_fliptensor(numel, mask_bits, model.p_1to0, bitvals, generator, rng_device)
-    if e1.numel() + e2.numel() == 0:
-        return y
-    elem = torch.cat([e1, e2])
-    vals = torch.cat([v1, v2])
-    touched, inv = torch.unique(elem, return_inverse=True)
-    k1 = e1.numel()
-    # Slots are distinct within each fliptensor, so the bits summed into one element
-    # are distinct powers of two: the sum is their OR, and with the MSB counted as
-    # negative it stays inside the storage range (exact cast below).
-    f1 = torch.zeros(touched.numel(), dtype=torch.int64, device=rng_device)
-    f2 = torch.zeros_like(f1)
-    f1.index_add_(0, inv[:k1], vals[:k1])
-    f2.index_add_(0, inv[k1:], vals[k1:])
-    touched, f1, f2 = _ship([touched, f1, f2], y.device)  # worked out where drawn, one copy to the pattern
-    flat = y.view(-1)
-    xu = flat[touched]
-    flat[touched] = (xu | f1.to(int_dtype)) ^ (xu & f2.to(int_dtype))
+    n_slots = numel * f.m
+    s1 = sparse_slots(n_slots, model.p_0to1, generator, rng_device)
+    s2 = sparse_slots(n_slots, model.p_1to0, generator, rng_device)
+    f.flip_slots(y.view(-1), s1, s2)
     return y
 
 
@@ -443,20 +580,33 @@ def flip_bits(
     model: BitFlipModel,
     generator: torch.Generator | None = None,
     method: Literal["auto", "sparse", "dense"] = "auto",
-) -> torch.Tensor:
+    counts: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, dict]:
     """``x`` stored in ``model.storage``, hit by bit flips (Eq. 3), read back in x's dtype and shape.
 
     Float storage reinterprets the flipped pattern with ``Tensor.view``; int8 is
     dequantized with the per-tensor scale of the unflipped ``x``. NaN and inf from
     exponent flips are returned as they are. No gradient flows through the result.
+    With ``counts=True`` also returns :func:`flip_counts` of the stored patterns
+    before and after: exact even when ``x``'s dtype cannot hold the stored values
+    (float64 storage read back into float32 rounds the low mantissa bits away).
     """
     pattern, scale = encode(x, model)
     flipped = flip_stored(pattern, model, generator=generator, method=method)
-    return decode(flipped, model, scale, dtype=x.dtype).reshape(x.shape)
+    y = decode(flipped, model, scale, dtype=x.dtype).reshape(x.shape)
+    return (y, flip_counts(pattern, flipped, model)) if counts else y
 
 
 # ---------------------------------------------------------------------------
 # bookkeeping
+
+#: Float dtypes whose values hold every value of a float storage format exactly.
+_HOLDS: dict[torch.dtype, tuple[str, ...]] = {
+    torch.float64: ("float16", "bfloat16", "float32", "float64"),
+    torch.float32: ("float16", "bfloat16", "float32"),
+    torch.float16: ("float16",),
+    torch.bfloat16: ("bfloat16",),
+}
 
 
 def flip_counts(before: torch.Tensor, after: torch.Tensor, model: BitFlipModel) -> dict:
@@ -464,8 +614,10 @@ def flip_counts(before: torch.Tensor, after: torch.Tensor, model: BitFlipModel) 
 
     ``before``/``after`` are either stored patterns (the storage's integer dtype)
     or values; values are encoded (int8 with the scale of ``before``). Counting
-    from values is exact when they are in the storage's own float dtype (a wider
-    dtype round-trips too); NaN payloads may not survive dtype casts.
+    from values needs a dtype that holds the storage format exactly (the format's own
+    dtype or a wider one; any float dtype for int8): values read back into a narrower
+    dtype were rounded, and a ValueError says to count with ``flip_bits(..., counts=True)``.
+    NaN payloads may not survive dtype casts.
     Returns lists of ints ``"0to1"``, ``"1to0"``, ``"zeros"``, ``"ones"`` of length
     ``model.bits`` and the totals ``"total_0to1"``, ``"total_1to0"``.
     """
@@ -473,6 +625,13 @@ def flip_counts(before: torch.Tensor, after: torch.Tensor, model: BitFlipModel) 
     if before.dtype == int_dtype:
         b_pat, a_pat = before, after
     else:
+        narrow = [t.dtype for t in (before, after) if model.storage in FLOAT_LAYOUTS
+                  and t.is_floating_point() and model.storage not in _HOLDS.get(t.dtype, ())]
+        if narrow:
+            raise ValueError(
+                f"flip_counts: got {narrow[0]} values for storage {model.storage!r}, which {narrow[0]} cannot "
+                f"hold exactly; count from the stored patterns or with flip_bits(..., counts=True)"
+            )
         b_pat, scale = encode(before, model)
         a_pat, _ = encode(after, model, scale=scale)
     if a_pat.dtype != int_dtype or a_pat.shape != b_pat.shape:

@@ -15,10 +15,9 @@ from xbar.evaluation.bitflip_study import (
     BitflipEngine,
     BitflipResult,
     bitflip_sweep,
-    format_table,
+    directional,
     midpoint_table,
     p_grid,
-    parse_mask,
 )
 from xbar.evaluation.distributed import Dist
 from xbar.evaluation.drift import DEFAULT_TIMES, DriftResult, drift_study
@@ -56,10 +55,10 @@ __all__ = [
     "bitflip_sweep",
     "default_layers",
     "device_directions",
+    "directional",
     "drift_study",
     "evaluate",
     "fit_midpoint",
-    "format_table",
     "instance_seeds",
     "kpp",
     "kpp_interval",
@@ -69,6 +68,5 @@ __all__ = [
     "monte_carlo",
     "order_statistic",
     "p_grid",
-    "parse_mask",
     "sigma_sweep",
 ]

@@ -1,9 +1,12 @@
 """Bit-flip sweeps (Emonds et al.): accuracy against flip probability p, midpoint fits, tables.
 
 A sweep evaluates ``repeats`` instances at each p of a log grid (default 1e-8 .. 1e-1,
-``points_per_decade`` per decade, default 2, symmetric p1 = p2 = p as in the paper;
-a network's drop spans under a decade, so one point per decade often leaves no point
-on the slope and no identified midpoint). In an
+``points_per_decade`` per decade, default 2; a network's drop spans under a decade, so
+one point per decade often leaves no point on the slope and no identified midpoint).
+Flips are symmetric, p1 = p2 = p, as in the paper, unless ``p10_ratio`` = p2 / p1 says
+otherwise (``directional``: the swept p is the larger of the two, so 0 means 0 -> 1
+flips only and ``inf`` 1 -> 0 flips only, as on a cell whose one state is the weak one).
+In an
 instance every targeted tensor is stored in the chosen format, hit by the fliptensors
 of Eq. 3 (``xbar.devices.bitflip``) and read back:
 
@@ -22,8 +25,8 @@ flip) or explicit bit ranges. Observed flips are counted per target (the flipten
 entries that changed a bit, i.e. the popcount of old XOR new pattern, counted on the
 touched elements only) and reported next to the expected p x slots.
 
-Flips are applied in place by ``xbar.evaluation.flips``: the sparse regime costs what
-the flips cost (a Binomial count, distinct uniform slots, only those elements read and
+Flips are applied in place by ``xbar.devices.bitflip.Flipper`` on the streams of
+``xbar.evaluation.flips``: the sparse regime costs what the flips cost (a Binomial count, distinct uniform slots, only those elements read and
 written), the dense regime (p > 0.05) is a counter-based draw per slot.
 
 The accuracy curve is fitted with Eq. 2 (``xbar.evaluation.midpoint.fit_midpoint``,
@@ -48,10 +51,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from xbar.devices.bitflip import BitFlipModel, decode, encode
+from xbar.devices.bitflip import BitFlipModel, Flipper, decode, encode
 from xbar.evaluation.batched import StackedModel, as_batches, default_layers, evaluate
 from xbar.evaluation.distributed import Dist, context, local_device
-from xbar.evaluation.flips import ActivationStreams, Flipper, StoredStack, sparse_slots
+from xbar.evaluation.flips import ActivationStreams, StoredStack
 from xbar.evaluation.midpoint import MidpointFit, fit_midpoint
 from xbar.evaluation.montecarlo import (
     _json_safe,
@@ -66,10 +69,9 @@ __all__ = [
     "BitflipEngine",
     "BitflipResult",
     "bitflip_sweep",
+    "directional",
     "p_grid",
-    "parse_mask",
     "midpoint_table",
-    "format_table",
     "mask_label",
 ]
 
@@ -86,53 +88,21 @@ def p_grid(p_min: float = 1e-8, p_max: float = 1e-1, points_per_decade: int = 2)
     return np.logspace(math.log10(p_min), math.log10(p_max), count)
 
 
-def parse_mask(text: str, storage: str):
-    """A mask from text: all|sign|exponent|mantissa, ``msb:N`` (Fig. 4 thermometer, N MSBs protected)
-    or bit ranges ``LO-HI[+LO-HI...]`` (bit 0 = LSB; ``none`` for no bits)."""
-    t = text.strip()
-    if t in ("all", "sign", "exponent", "mantissa"):
-        return t
-    if t == "none":
-        return ()
-    if t.startswith("msb:"):
-        try:
-            n = int(t[4:])
-        except ValueError:
-            raise ValueError(f"mask {text!r}: expected msb:N with an integer N") from None
-        return BitFlipModel.thermometer(storage, n).mask
-    ranges = []
-    for part in t.split("+"):
-        lo, sep, hi = part.partition("-")
-        try:
-            ranges.append((int(lo), int(hi if sep else lo)))
-        except ValueError:
-            raise ValueError(
-                f"mask {text!r}: expected all, sign, exponent, mantissa, none, msb:N or bit ranges like 0-22+31-31"
-            ) from None
-    return tuple(ranges)
-
-
 def mask_label(mask) -> str:
     if isinstance(mask, str):
         return mask
     return "+".join(f"{lo}-{hi}" for lo, hi in mask) if mask else "none"
 
 
-def _store(x: torch.Tensor, model: BitFlipModel, gen: torch.Generator, scale=None) -> tuple[torch.Tensor, int]:
-    """``x`` written in ``model.storage``, flipped (Eq. 3, ``model``'s p1 and p2) and read back; and the
-    number of flipped bits. The sparse stream is ``gen``; the dense one is keyed by a draw from it."""
-    f = Flipper(model.storage, model.mask, x.device)
-    pattern, s = encode(x, model, scale=scale)
-    rows = pattern.reshape(1, -1).clone()
-    counts = torch.zeros(1, dtype=torch.int64, device=x.device)
-    n = rows.shape[1] * f.m
+def directional(p: float, p10_ratio: float = 1.0) -> tuple[float, float]:
+    """(p1, p2) = (p(0 -> 1), p(1 -> 0)) with p2 / p1 = ``p10_ratio`` and the larger of the two equal to p.
 
-    def sparse(_):
-        return sparse_slots(n, model.p_0to1, gen, gen.device), sparse_slots(n, model.p_1to0, gen, gen.device)
-
-    key = int(torch.randint(1 << 62, (1,), generator=gen, device=gen.device))
-    f.flip_rows(rows, [model.p_0to1], [model.p_1to0], sparse, lambda _: [key], 0, counts)
-    return decode(rows, model, s, dtype=x.dtype).reshape(x.shape), int(counts[0])
+    ``p10_ratio`` 1 is the paper's symmetric p1 = p2 = p, 0 flips only 0 -> 1, ``inf`` only 1 -> 0.
+    """
+    r = float(p10_ratio)
+    if math.isnan(r) or r < 0:
+        raise ValueError(f"p10_ratio = {p10_ratio!r}: expected a ratio p(1->0) / p(0->1) in [0, inf]")
+    return (p, p) if r == 1 else (p * min(1.0, 1.0 / r) if r > 0 else p, p * min(1.0, r))
 
 
 @dataclass
@@ -154,13 +124,14 @@ class BitflipResult:
     num_images: int = 0
     seconds: float = 0.0
     activation_sites: list[str] = field(default_factory=list)
+    p10_ratio: float = 1.0
 
     @property
     def repeats(self) -> int:
         return int(self.accuracy.shape[1])
 
     def observed_rate(self, target: str) -> np.ndarray:
-        """Observed fraction of flipped bit slots per p (mean over repeats)."""
+        """Observed fraction of flipped bit slots per p (mean over repeats): about p with symmetric flips."""
         if not self.slots.get(target):
             return np.full(self.p.shape, np.nan)
         return self.flips[target].mean(axis=1) / self.slots[target]
@@ -174,9 +145,12 @@ class BitflipResult:
                 "accuracy_std": float(self.accuracy[i].std(ddof=1)) if self.repeats > 1 else 0.0,
                 "loss_mean": float(np.mean(self.loss[i])),
             }
+            if self.p10_ratio != 1:
+                row["p_0to1"], row["p_1to0"] = directional(float(p), self.p10_ratio)
             for t in self.targets:
                 row[f"flips_{t}"] = float(self.flips[t][i].mean())
-                row[f"expected_flips_{t}"] = float(p * self.slots[t])
+                # with directional flips the expectation depends on how many stored bits are 1
+                row[f"expected_flips_{t}"] = float(p * self.slots[t]) if self.p10_ratio == 1 else None
             if self.fit is not None and self.fit.converged:
                 row["fitted_accuracy"] = float(self.fit.curve(p))
             rows.append(row)
@@ -190,6 +164,7 @@ class BitflipResult:
                 "mask": mask_label(self.mask),
                 "mask_bits": BitFlipModel(0.0, 0.0, self.storage, self.mask).mask_bits(),
                 "targets": list(self.targets),
+                "p10_ratio": self.p10_ratio if math.isfinite(self.p10_ratio) else "inf",  # JSON has no inf
                 "activation_sites": list(self.activation_sites),
                 "seed": self.seed,
                 "repeats": self.repeats,
@@ -257,7 +232,7 @@ class BitflipEngine:
         sizes = [int(x.shape[0]) for x, _ in self.batches]
         self.starts = [0, *np.cumsum(sizes).tolist()]
         self.num_images = self.starts[-1]
-        self.flipper = Flipper(storage, mask, dev)
+        self.flipper = Flipper(storage, mask)
         self.stores: dict[tuple[str, str], StoredStack] = {}  # stored weights/biases, kept between runs
         modules = dict(self.stacked.named_modules())
         missing = [s for s in self.sites if s not in modules]
@@ -311,14 +286,20 @@ class BitflipEngine:
         self.num_outputs = raw["outputs"]
         return metric_arrays(raw, ("accuracy", "loss"))
 
-    def run(self, batch: Sequence[int], probs: Sequence[float]) -> dict[str, np.ndarray]:
-        """Instances ``batch`` (global indices) with symmetric flip probabilities ``probs``.
+    def run(
+        self, batch: Sequence[int], probs: Sequence[float], p_1to0: Sequence[float] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Instances ``batch`` (global indices) with flip probabilities ``probs`` (0 -> 1) and ``p_1to0``
+        (1 -> 0; default ``probs``, symmetric flips).
 
         Returns per instance ``accuracy``, ``loss``, ``flips_<target>`` (changed bits) and
         ``slots_activations`` (stored activation bit slots over the evaluation set).
         """
         k = len(batch)
-        probs = [float(q) for q in probs]
+        p1 = [float(q) for q in probs]
+        p2 = p1 if p_1to0 is None else [float(q) for q in p_1to0]
+        if len(p2) != k or len(p1) != k:
+            raise ValueError(f"run: got {len(p1)} and {len(p2)} probabilities for {k} instances")
         out: dict[str, np.ndarray] = {}
         for t, tag in (("weights", PROGRAM), ("biases", BIAS)):
             count = torch.zeros(k, dtype=torch.int64, device=self.device)
@@ -330,11 +311,11 @@ class BitflipEngine:
                     key = (t, name)
                     if key not in self.stores:
                         self.stores[key] = StoredStack(self.flipper, src.detach())
-                    vals, c = self.stores[key].flip(probs, self.seed, batch, (tag, pos))
+                    vals, c = self.stores[key].flip(p1, p2, self.seed, batch, (tag, pos))
                     self.stacked.set(name, **{"weight" if t == "weights" else "bias": vals})
                     count += c
             out[f"flips_{t}"] = count
-        inj = _Injection(self, list(batch), probs) if self.sites else None
+        inj = _Injection(self, list(batch), p1, p2) if self.sites else None
         self._inj = inj
         try:
             raw = evaluate(self.stacked, self.batches, k, before_batch=inj.start_batch if inj else None)
@@ -351,8 +332,8 @@ class BitflipEngine:
 class _Injection:
     """Activation flips of one batch of instances during one pass over the evaluation set."""
 
-    def __init__(self, engine: BitflipEngine, batch: list[int], probs: list[float]) -> None:
-        self.e, self.batch, self.probs = engine, batch, probs
+    def __init__(self, engine: BitflipEngine, batch: list[int], p1: list[float], p2: list[float]) -> None:
+        self.e, self.batch, self.p1, self.p2 = engine, batch, p1, p2
         self.counts = torch.zeros(len(batch), dtype=torch.int64, device=engine.device)
         self.slots = 0  # per instance
         self.streams: dict[tuple[int, int, int], ActivationStreams] = {}
@@ -381,7 +362,7 @@ class _Injection:
         E = rows.shape[1] // B
         key = (pos, call, E)
         if key not in self.streams:
-            self.streams[key] = ActivationStreams(e.flipper, e.seed, self.batch, self.probs,
+            self.streams[key] = ActivationStreams(e.flipper, e.seed, self.batch, self.p1, self.p2,
                                                   (ACTIVATION, pos, call), E, e.starts)
         self.streams[key].flip(rows, e.starts[self.index], B, self.counts)
         self.slots += rows.shape[1] * e.flipper.m
@@ -399,6 +380,7 @@ def bitflip_sweep(
     repeats: int = 5,
     targets: Sequence[str] = ("activations",),
     mask="all",
+    p10_ratio: float = 1.0,
     seed: int = 0,
     num_classes: int | None = None,
     activation_sites: Sequence[str] | None = None,
@@ -413,10 +395,11 @@ def bitflip_sweep(
     progress: bool = True,
     dist: Dist | None = None,
 ) -> BitflipResult:
-    """Sweep symmetric bit-flip probability ``p`` over ``targets`` stored as ``storage`` (Emonds Sec. 5-6).
+    """Sweep bit-flip probability ``p`` over ``targets`` stored as ``storage`` (Emonds Sec. 5-6).
 
     ``targets`` is any of weights, biases, activations (Emonds' default: activations
-    only). ``mask`` is a BitFlipModel mask (``parse_mask`` reads the text forms).
+    only). ``mask`` is a BitFlipModel mask. ``p10_ratio`` = p(1 -> 0) / p(0 -> 1)
+    (default 1: symmetric, as the paper; see :func:`directional`).
     ``activation_sites`` names the modules whose outputs are flipped (default: every
     Conv/Linear layer). ``layers`` names the layers whose weights/biases are flipped.
     ``baseline`` also evaluates p = 0 (storage rounding or quantization only), the
@@ -428,6 +411,8 @@ def bitflip_sweep(
     grid = np.asarray(p, dtype=float) if p is not None else p_grid(p_min, p_max, points_per_decade)
     if grid.ndim != 1 or grid.size < 1 or np.any(~np.isfinite(grid)) or np.any(grid < 0) or np.any(grid > 1):
         raise ValueError("p: expected probabilities in [0, 1]")
+    directional(0.0, p10_ratio)  # validates the ratio
+    pairs = [directional(float(q), p10_ratio) for q in grid]
     dev = local_device(None if device is None else str(device))
     dist = dist or context(dev)
     engine = BitflipEngine(model, data, storage, targets, mask, seed, activation_sites, layers, batch_size, dev,
@@ -438,7 +423,7 @@ def bitflip_sweep(
     def step(batch: list[int]) -> dict[str, np.ndarray]:
         if not batch:
             return {key: np.zeros((0,)) for key in keys}
-        return engine.run(batch, [grid[j // repeats] for j in batch])
+        return engine.run(batch, [pairs[j // repeats][0] for j in batch], [pairs[j // repeats][1] for j in batch])
 
     t0 = time.perf_counter()
     with engine:
@@ -477,6 +462,7 @@ def bitflip_sweep(
         num_images=engine.num_images,
         seconds=time.perf_counter() - t0,
         activation_sites=engine.sites,
+        p10_ratio=float(p10_ratio),
     )
 
 
@@ -510,24 +496,3 @@ def midpoint_table(results: Mapping[str, BitflipResult], reference: str | None =
             row["improvement"] = f.midpoint_p / ref.midpoint_p
         rows.append(row)
     return _json_safe(rows)
-
-
-def format_table(rows: Sequence[Mapping], columns: Sequence[str]) -> str:
-    """Plain-text table of ``rows`` (floats in 3 significant digits)."""
-
-    def fmt(v) -> str:
-        if v is None:
-            return "-"
-        if isinstance(v, bool):
-            return "yes" if v else "no"
-        if isinstance(v, float):
-            return f"{v:.3g}" if (abs(v) >= 1e-3 or v == 0) and abs(v) < 1e4 else f"{v:.2e}"
-        if isinstance(v, list | tuple):
-            return "[" + ", ".join(fmt(u) for u in v) + "]"
-        return str(v)
-
-    cells = [[fmt(r.get(c)) for c in columns] for r in rows]
-    widths = [max(len(c), *(len(row[j]) for row in cells)) if cells else len(c) for j, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
-    return "\n".join(lines)

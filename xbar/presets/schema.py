@@ -48,6 +48,66 @@ RENAMES = {"injection": {"family": "kind"}, "correlation": {"kind": None}, "bitf
 CORRELATION_KINDS = ("kronecker-exponential",)
 
 
+# Physical bounds of every numeric field, (section, TOML key) -> (low, high, unit): a value
+# outside is a typo or a unit mistake (sigma_d = 1e308 overflows to NaN losses, tile_rows =
+# 1e17 asks for an impossible array), refused on load with the bound in the message. A
+# low bound given as ``(value,)`` is exclusive. Tuple fields bound each entry.
+LEVELS, SIGMAS = "level steps (uS for analog storage)", "sigmas"
+BOUNDS: dict[tuple[str, str], tuple[Any, float, str]] = {
+    ("mapping", "weight_bits"): (0, 16, "bits"),
+    ("mapping", "bits_per_device"): (1, 8, "bits (at most 256 levels per device)"),
+    ("mapping", "tile_rows"): (1, 65536, "devices"),
+    ("mapping", "tile_cols"): (1, 65536, "devices"),
+    ("mapping", "conductance_max_uS"): ((0,), 1e4, "uS"),
+    ("programming", "sigma_d"): (0, 100, LEVELS),
+    ("programming", "level_multipliers"): (0, 100, "x sigma_d"),
+    ("programming", "mean_levels"): (-100, 100, LEVELS),
+    ("programming", "sigma_poly_uS"): (-1e4, 1e4, "uS"),
+    ("programming", "poly_reference_uS"): ((0,), 1e4, "uS"),
+    ("programming", "scale"): (0, 100, "x"),
+    ("correlation", "sigma"): (0, 100, LEVELS),
+    ("correlation", "length_rows"): (0.1, 1e4, "devices (leave it out for no correlation along rows)"),
+    ("correlation", "length_cols"): (0.1, 1e4, "devices (leave it out for no correlation along columns)"),
+    ("correlation", "mean"): (-100, 100, LEVELS),
+    ("correlation", "rank"): (0, 4096, "eigenpairs (0 = full covariance)"),
+    ("injection", "threshold"): (-10, 10, SIGMAS),
+    ("read_noise", "sigma_levels"): (0, 100, LEVELS),
+    ("read_noise", "coeff"): (0, 10, "(relative)"),
+    ("read_noise", "exponent"): (0, 2, ""),
+    ("read_noise", "max"): (0, 10, "(relative)"),
+    ("read_noise", "t_read_s"): ((0,), 1e3, "s"),
+    ("read_noise", "t0_s"): ((0,), 1e9, "s"),
+    ("read_noise", "scale"): (0, 100, "x"),
+    ("drift", "t0_s"): ((0,), 1e9, "s"),
+    ("drift", "nu_mean_levels"): (0, 1, "(drift exponent)"),
+    ("drift", "nu_std_levels"): (0, 1, "(drift exponent)"),
+    ("drift", "nu_mean_log"): (-1, 1, ""),
+    ("drift", "nu_mean_clip"): (0, 1, "(drift exponent)"),
+    ("drift", "nu_std_log"): (-1, 1, ""),
+    ("drift", "nu_std_clip"): (0, 1, "(drift exponent)"),
+    ("drift", "scale"): (0, 100, "x"),
+    ("bitflip", "p_0to1"): (0, 1, "(probability)"),
+    ("bitflip", "p_1to0"): (0, 1, "(probability)"),
+}
+
+
+def _check_bounds(origin: str, section: str, table: dict[str, Any]) -> None:
+    """Refuse a numeric value outside its field's physical bound (``BOUNDS``), naming the bound."""
+    for key, value in table.items():
+        bound = BOUNDS.get((section, key))
+        if bound is None:
+            continue
+        low, high, unit = bound
+        exclusive = isinstance(low, tuple)
+        lo = low[0] if exclusive else low
+        for v in value if isinstance(value, list) else [value]:
+            if not (lo < v if exclusive else lo <= v) or not v <= high:
+                raise InputError(
+                    f"{origin}: [{section}].{key} = {value!r}: expected {lo:g} {'<' if exclusive else '<='} "
+                    f"{key} <= {high:g} {unit}".rstrip()
+                )
+
+
 def _section_class(name: str):
     return _bitflip_cls() if name == "bitflip" else SECTIONS[name]
 
@@ -162,9 +222,11 @@ def build_section(name: str, table: dict[str, Any], origin: str) -> Any:
                 f"{origin}: [{name}].{inverse.get(req, req)}: missing; expected {_describe(str(fields[req].type))}"
             )
     try:
-        return cls(**kwargs)
+        obj = cls(**kwargs)
     except (ValueError, TypeError) as exc:
         raise InputError(f"{origin}: {_section_message(name, cls, str(exc))}") from None
+    _check_bounds(origin, name, table)
+    return obj
 
 
 def section_to_table(name: str, obj: Any) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from xbar.errors import InputError
-from xbar.fileio import atomic_torch_save, torch_load_safe
+from xbar.fileio import atomic_torch_save, remove_stale_temps, torch_load_safe
 
 FORMAT = "xbar-train-checkpoint"
 VERSION = 1
@@ -96,13 +96,17 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
-    """Write ``state`` (plus format tag) atomically, replacing an older checkpoint."""
+    """Write ``state`` (plus format tag) atomically, replacing an older checkpoint; a temporary file
+    left by a write that was killed is removed (one run writes a run directory's checkpoint)."""
+    remove_stale_temps(path)
     return atomic_torch_save(path, {"format": FORMAT, "version": VERSION, **state}, force=True)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | None = "cpu") -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True``; InputError if it is not one of ours."""
+    """Read a checkpoint with ``weights_only=True``; InputError if it is not one of ours. A resume
+    removes the temporary file a killed checkpoint write left behind."""
     p = Path(path)
+    remove_stale_temps(p)
     data = torch_load_safe(p, map_location, missing="no checkpoint to resume from")
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise InputError(f"{p}: format = {data.get('format') if isinstance(data, dict) else None!r}: expected {FORMAT!r}")
