@@ -78,6 +78,9 @@ BOUNDS: dict[tuple[str, str], tuple[Any, float, str]] = {
     ("read_noise", "t_read_s"): ((0,), 1e3, "s"),
     ("read_noise", "t0_s"): ((0,), 1e9, "s"),
     ("read_noise", "scale"): (0, 100, "x"),
+    ("read_noise", "times_s"): ((0,), 1e10, "s"),
+    ("read_noise", "sigma_poly_uS"): (-1e4, 1e4, "uS"),
+    ("read_noise", "poly_reference_uS"): ((0,), 1e4, "uS"),
     ("drift", "t0_s"): ((0,), 1e9, "s"),
     ("drift", "nu_mean_levels"): (0, 1, "(drift exponent)"),
     ("drift", "nu_std_levels"): (0, 1, "(drift exponent)"),
@@ -86,6 +89,7 @@ BOUNDS: dict[tuple[str, str], tuple[Any, float, str]] = {
     ("drift", "nu_std_log"): (-1, 1, ""),
     ("drift", "nu_std_clip"): (0, 1, "(drift exponent)"),
     ("drift", "scale"): (0, 100, "x"),
+    ("drift", "nu_points_uS"): (0, 1e4, "uS"),
     ("bitflip", "p_0to1"): (0, 1, "(probability)"),
     ("bitflip", "p_1to0"): (0, 1, "(probability)"),
 }
