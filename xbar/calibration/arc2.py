@@ -631,7 +631,10 @@ def _switching(store: _Store, xps: dict[tuple[int, int], _Crosspoint]) -> Switch
         cur = x.rows["current"][read_at].astype(np.float64)
         if np.any(cur == 0):
             i = int(read_at[np.argmax(cur == 0)])
-            store.fail(f"/crosspoints/{x.name}/timeseries/current", f"row {i}: current = 0 after a pulse; expected a finite resistance")
+            store.fail(f"/crosspoints/{x.name}/timeseries/current", (
+                f"row {i}: current = 0 after a pulse; expected a finite resistance (a crosspoint that is not in the "
+                "plan is read as SET/RESET cycling: name programmed crosspoints in the plan, or skip switching)"
+            ))
         r = 1.0 / x.conductance_S(read_at)
         r_pos.append(r[v > 0])
         r_neg.append(r[v < 0])

@@ -102,6 +102,7 @@ class SessionTruth:
     retention: list[tuple[int, int, float]] = field(default_factory=list)  # word, bit, nu
     lrs_ohm: list[float] = field(default_factory=list)
     hrs_ohm: list[float] = field(default_factory=list)
+    raster_S: np.ndarray | None = None  # conductance of the Read All, [bits, words] as /crossbar stores it
 
 
 def write_plan(path: str | os.PathLike, truth: SessionTruth, with_cycle: bool = True) -> Path:
@@ -173,7 +174,9 @@ def write_session(path: str | os.PathLike, spec: SessionSpec = SessionSpec(), se
                 level = np.full((spec.array_lines, spec.array_lines), -0.45)
                 for (w, b), x in programmed.items():
                     level[b, w] = x + rsig[final_level[(w, b)]] * rng.standard_normal()
-                cur = currents(siemens(level))
+                g = siemens(level)
+                cur = currents(g)
+                truth.raster_S = g.astype(np.float64)
                 ds.dataset("crossbar/current")[:] = cur
                 ds.dataset("crossbar/voltage")[:] = np.full(cur.shape, vr)
             _retention(ds, h5u, rng, spec, final_level, programmed, siemens, currents, vr, truth)
@@ -236,7 +239,10 @@ def _retention(ds, h5u, rng, spec, final_level, programmed, siemens, currents, v
         t_prog = spec.retention_delay_s + rel
         g_uS = (nominal[0] + programmed[(w, b)] * step) * (t_prog / t_prog[0]) ** -nu
         level = (g_uS - nominal[0]) / step + rsig[h] * rng.standard_normal(T)
-        cur = currents(siemens(level))
+        g = siemens(level)
+        cur = currents(g)
+        if truth.raster_S is not None:  # ArC2Control puts every read into the raster too
+            truth.raster_S[b, w] = g[-1]
         stamp = start + rel + 1e-3 * i + 1e-4 * rng.random(T)  # devices are read one after another
         table = np.zeros(T, RET_DTYPE)
         table["read_voltage"], table["current"] = vr, cur
