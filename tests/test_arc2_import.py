@@ -48,7 +48,9 @@ def _sorted_programming(truth):
 
 def test_import_reproduces_known_conductances_exactly(session, tmp_path):
     src, plan, truth = session
-    m = read_measurements(import_arc2(src, tmp_path / "m.h5", plan=plan, retention_delay_s=SPEC.retention_delay_s))
+    m = read_measurements(
+        import_arc2(src, tmp_path / "m.h5", plan=plan, retention_delay_s=SPEC.retention_delay_s, array_map=True)
+    )
     assert m.groups == ["programming", "reads", "drift", "array_maps", "switching"] and m.levels == 4
     rows, g = _sorted_programming(truth)
     p = m.programming
@@ -90,7 +92,8 @@ def test_pulse_read_sessions_negative_read_voltage_and_a_plan_without_cycles(tmp
     )
     truth = arc2_synthetic.write_session(tmp_path / "s.h5", spec, seed=3)
     plan = arc2_synthetic.write_plan(tmp_path / "p.csv", truth, with_cycle=False)
-    m = read_measurements(import_arc2(tmp_path / "s.h5", tmp_path / "m.h5", plan=plan))
+    assert read_measurements(import_arc2(tmp_path / "s.h5", tmp_path / "a.h5", plan=plan)).groups == ["programming", "reads"]
+    m = read_measurements(import_arc2(tmp_path / "s.h5", tmp_path / "m.h5", plan=plan, array_map=True))
     assert m.groups == ["programming", "reads", "array_maps"]
     rows, g = _sorted_programming(truth)
     np.testing.assert_array_equal(m.programming.conductance, g)
@@ -107,13 +110,12 @@ def test_fit_of_the_import_recovers_the_generating_parameters(session, tmp_path)
 
     21 intervals (4 programming sigmas, 4 read sigmas, 4 mean offsets, 4 drift nu means,
     4 nu stds, p_bf) at 99.9% each: by Bonferroni all hold together with probability
-    >= 97.9% over seeds; the seed is fixed, so the test is deterministic. The single small
-    raster map is left out (its spatial fit is tested in test_calibration.py).
+    >= 97.9% over seeds; the seed is fixed, so the test is deterministic.
     """
     src, plan, truth = session
-    out = import_arc2(src, tmp_path / "m.h5", plan=plan, retention_delay_s=SPEC.retention_delay_s, skip=("array_maps",))
+    out = import_arc2(src, tmp_path / "m.h5", plan=plan, retention_delay_s=SPEC.retention_delay_s)
     r = fit(out, confidence=0.999)
-    assert r.selection.chosen == "per-level"
+    assert r.selection.chosen == "per-level" and r.spatial is None
     for h in range(4):
         assert r.sigma_levels_ci[h].contains(SPEC.sigma_levels[h]), (h, r.sigma_levels_ci[h])
         assert r.read_noise.levels[h].sigma_ci.contains(SPEC.read_sigma_levels[h]), h
@@ -130,7 +132,7 @@ def test_fit_of_the_import_recovers_the_generating_parameters(session, tmp_path)
 def test_cli_import_then_fit(session, tmp_path, capsys):
     src, plan, _ = session
     out, toml = tmp_path / "m.h5", tmp_path / "p.toml"
-    assert main(["import-arc2", str(src), "--out", str(out), "--plan", str(plan), "--skip", "array_maps,switching"]) == 0
+    assert main(["import-arc2", str(src), "--out", str(out), "--plan", str(plan), "--skip", "switching"]) == 0
     text = capsys.readouterr().out
     assert f"wrote {out} (4 levels)" in text and "/programming: 256 programming rows" in text and "switching" not in text
     assert main(["fit", str(out), "--out", str(toml)]) == 0
@@ -138,8 +140,8 @@ def test_cli_import_then_fit(session, tmp_path, capsys):
     capsys.readouterr()
     assert main(["import-arc2", str(src), "--out", str(out), "--plan", str(plan)]) == 2
     assert "already exists" in capsys.readouterr().err
-    assert main(["import-arc2", str(src), "--out", str(out), "--plan", str(plan), "--force", "--json"]) == 0
-    assert '"groups"' in capsys.readouterr().out
+    assert main(["import-arc2", str(src), "--out", str(out), "--plan", str(plan), "--force", "--json", "--array-map"]) == 0
+    assert '"array_maps": [\n      1,\n      8,\n      8\n' in capsys.readouterr().out
 
 
 def test_without_a_plan_only_cycling_is_imported(tmp_path):
@@ -207,6 +209,8 @@ STORE_CASES = {
     "no synthetics": (lambda fh: fh.__delitem__("synthetics"), "/synthetics: missing group"),
     "no crossbar": (lambda fh: fh.__delitem__("crossbar"), "/crossbar: missing group"),
     "no raster": (lambda fh: fh.__delitem__("crossbar/voltage"), "/crossbar/voltage: missing dataset"),
+    "raster without a read": (lambda fh: fh["crossbar/current"].__setitem__((2, 1), np.nan),
+                              "the raster at W01B02 holds current nan"),
     "no words": (lambda fh: fh.attrs.__delitem__("words"), "root attribute 'words': missing"),
     "no timeseries": (lambda fh: fh.__delitem__("crosspoints/W03B04/timeseries"), "W03B04/timeseries: missing dataset"),
     "NROWS past the data": (lambda fh: _ts(fh).attrs.__setitem__("NROWS", _ts(fh).shape[0] + 5), "is past the data"),
@@ -249,7 +253,7 @@ def test_malformed_input_is_refused_in_one_line_and_nothing_is_written(session, 
         edit(plan)
     before = sorted(p.name for p in tmp_path.iterdir())
     out = tmp_path / "out.h5"
-    assert main(["import-arc2", str(src), "--out", str(out), "--plan", str(plan)]) == 2
+    assert main(["import-arc2", str(src), "--out", str(out), "--plan", str(plan), "--array-map"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and expected in err, err
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == before

@@ -13,8 +13,8 @@ and the root attributes ``words`` and ``bits`` its size. The mapping onto the sc
   crosspoint named in the plan; the plan CSV gives its target level;
 * ``/reads``: runs of two or more reads between programming sequences;
 * ``/drift``: retention tables (``read_voltage``, ``current``, ``tstamp_s``, ``tstamp_us``);
-* ``/array_maps``: the ``/crossbar`` raster over the planned rectangle, in level units,
-  minus the planned pattern;
+* ``/array_maps`` (when asked for): the ``/crossbar`` raster over the planned rectangle,
+  in level units, minus the planned pattern;
 * ``/switching``: reads after the pulses of crosspoints not in the plan (SET/RESET cycling).
 
 Only h5py and numpy are needed; nothing of ArC2Control is imported.
@@ -416,6 +416,7 @@ def convert_arc2(
     plan: str | os.PathLike | None = None,
     *,
     retention_delay_s: float = 1.0,
+    array_map: bool = False,
     skip: Sequence[str] = (),
     device: str | None = None,
     created: str | None = None,
@@ -437,7 +438,8 @@ def convert_arc2(
     try:
         with fh:
             store = _Store(src, fh)
-            return _convert(store, the_plan, retention_delay_s, set(skip), device, created)
+            skipped = set(skip) | (set() if array_map else {"array_maps"})
+            return _convert(store, the_plan, retention_delay_s, skipped, device, created)
     except InputError:
         raise
     except (OSError, KeyError, TypeError, ValueError, RuntimeError) as exc:
@@ -651,6 +653,7 @@ def import_arc2(
     force: bool = False,
     *,
     retention_delay_s: float = 1.0,
+    array_map: bool = False,
     skip: Sequence[str] = (),
     device: str | None = None,
     created: str | None = None,
@@ -666,6 +669,11 @@ def import_arc2(
             (``/switching``) is imported.
         retention_delay_s: time from the end of programming to a retention table's first
             read (ArC2Control does not store it); the drift law is fitted in this time.
+        array_map: also write the ``/crossbar`` raster over the planned rectangle as
+            ``/array_maps``. Off by default: a store holds one raster, so one map, and a
+            spatial-correlation fit of one small map has no interval and can be far off
+            (docs/calibration.md gives an example), while ``xbar fit`` subtracts the
+            correlated variance it finds from the programming sigmas.
         skip: groups not to write (``"reads"``, ``"drift"``, ``"array_maps"``, ...).
         device, created: root attributes (default: the store's title and size; its latest
             time stamp).
@@ -675,7 +683,9 @@ def import_arc2(
     ``InputError`` line names the file and field, and nothing is written.
     """
     check_writable(out, force, create=False)
-    m = convert_arc2(session, plan, retention_delay_s=retention_delay_s, skip=skip, device=device, created=created)
+    m = convert_arc2(
+        session, plan, retention_delay_s=retention_delay_s, array_map=array_map, skip=skip, device=device, created=created
+    )
     return write_validated(out, m, session, force)
 
 

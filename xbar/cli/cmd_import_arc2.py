@@ -24,8 +24,10 @@ xbar-measurements file for `xbar fit` (calibration/SCHEMA.md, "ArC TWO data stor
   /drift        Retention tables (read_voltage, current, tstamp_s, tstamp_us) of planned
                 crosspoints; time since programming = --retention-delay-s + time since
                 the table's first read
-  /array_maps   the /crossbar raster (a Read All) over the planned rectangle, in level
-                units, minus the last planned target of each crosspoint
+  /array_maps   with --array-map only: the /crossbar raster (the latest read of every
+                crosspoint, e.g. a Read All) over the planned rectangle, in level units,
+                minus the last planned target of each crosspoint (one map; a spatial
+                fit of one small map has no interval and can be far off)
   /switching    reads after the pulses of crosspoints not in the plan that were pulsed
                 with both polarities: the polarity with the lower median resistance is
                 SET (LRS), the other RESET (HRS)
@@ -60,6 +62,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "SET/RESET cycling is imported)")
     p.add_argument("--retention-delay-s", type=positive_float, default=1.0, metavar="S",
                    help="time from the end of programming to a retention table's first read (default 1 s)")
+    p.add_argument("--array-map", action="store_true",
+                   help="also write the /crossbar raster over the planned rectangle as /array_maps")
     p.add_argument("--skip", type=_groups, default=[], metavar="GROUP,...",
                    help=f"groups not to write ({', '.join(GROUP_NAMES)})")
     p.add_argument("--device", help="the file's device description (default: the store's title and size)")
@@ -77,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         plan=args.plan,
         force=args.force,
         retention_delay_s=args.retention_delay_s,
+        array_map=args.array_map,
         skip=args.skip,
         device=args.device,
     )
