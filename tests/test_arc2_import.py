@@ -29,6 +29,7 @@ except ImportError as exc:  # the dev extra installs arc2control
 
 SPEC = arc2_synthetic.SessionSpec(switching_devices=4)
 SEED = 11
+BUNDLED = Path(__file__).resolve().parent.parent / "calibration" / "examples"
 
 
 @pytest.fixture(scope="module")
@@ -151,6 +152,32 @@ def test_without_a_plan_only_cycling_is_imported(tmp_path):
     m = read_measurements(import_arc2(tmp_path / "s.h5", tmp_path / "m.h5"))
     assert m.groups == ["switching"]
     np.testing.assert_array_equal(np.sort(m.switching.hrs_resistance_ohm), np.sort(truth.hrs_ohm))
+
+
+def test_the_bundled_example_imports_with_defaults_and_fits_its_generator(tmp_path):
+    """calibration/examples/arc2_session.h5 + arc2_plan.csv: regenerated values, fit truths (as above, 16 at 99.9%)."""
+    session, plan = BUNDLED / "arc2_session.h5", BUNDLED / "arc2_plan.csv"
+    assert session.stat().st_size < 1024 * 1024
+    m = read_measurements(import_arc2(session, tmp_path / "m.h5", plan=plan))
+    assert m.groups == ["programming", "reads", "drift"]
+    spec = arc2_synthetic.EXAMPLE_SPEC
+    truth = arc2_synthetic.write_session(tmp_path / "again.h5", spec, seed=arc2_synthetic.EXAMPLE_SEED)
+    assert arc2_synthetic.write_plan(tmp_path / "plan.csv", truth).read_text() == plan.read_text()
+    again = read_measurements(import_arc2(tmp_path / "again.h5", tmp_path / "a.h5", plan=plan))
+    for group in m.groups:  # the same values, bit for bit
+        for name in ("conductance", "target_level", "time_s", "device_id"):
+            if hasattr(getattr(m, group), name):
+                np.testing.assert_array_equal(getattr(getattr(m, group), name), getattr(getattr(again, group), name))
+    rows, g = _sorted_programming(truth)
+    np.testing.assert_array_equal(m.programming.target_level, rows[:, 3])
+    np.testing.assert_allclose(m.programming.conductance, g, rtol=1.2e-7)  # float32 current at 0.2 V: one rounding
+    r = fit(m, confidence=0.999)
+    for h in range(4):
+        assert r.sigma_levels_ci[h].contains(spec.sigma_levels[h]), h
+        assert r.read_noise.levels[h].sigma_ci.contains(spec.read_sigma_levels[h]), h
+        assert r.drift.levels[h].nu_mean_ci.contains(spec.nu_mean_levels[h]), h
+        assert r.drift.levels[h].nu_std_ci.contains(spec.nu_std_levels[h]), h
+    assert r.preset_dict["drift"]["t0_s"] == 1.0
 
 
 # ------------------------------------------------------------------ malformed stores

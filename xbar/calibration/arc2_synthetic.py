@@ -91,6 +91,15 @@ class SessionSpec:
     base_size: int = 64  # rows allocated per new table (ArC2Control's H5DataStore._BASE_SIZE is 1000)
 
 
+# The bundled calibration/examples/arc2_session.h5 (+ arc2_plan.csv): a 16 x 8 block of an
+# ArC TWO's 32 x 32 array written three times to 4 levels at a 0.2 V read, 16 devices on
+# retention for 10 minutes (read every 20 s from 1 s after programming, import_arc2's default).
+EXAMPLE_SPEC = SessionSpec(
+    words=(0, 16), bits=(0, 8), cycles=3, reads_per_cycle=5, read_voltage=0.2, retention_delay_s=1.0, base_size=32
+)
+EXAMPLE_SEED = 2026
+
+
 @dataclass
 class SessionTruth:
     """What an emulated session holds: the exact conductances and the generating parameters."""
