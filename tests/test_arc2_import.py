@@ -106,6 +106,35 @@ def test_pulse_read_sessions_negative_read_voltage_and_a_plan_without_cycles(tmp
     np.testing.assert_array_equal(m.array_maps.maps[0], level)
 
 
+def test_synthetic_retention_tables_give_one_drift_row_per_planned_crosspoint(session, tmp_path):
+    """A multi-crosspoint table under /synthetics (ArC2Control's make_synthetic_table), one column each."""
+    src0, plan, truth = session
+    src = tmp_path / "session.h5"
+    shutil.copy(src0, src)
+    h5u = arc2_synthetic.load_h5utils()
+    on_retention = {(w, b) for w, b, _ in truth.retention}
+    xps = [xp for xp in ((w, b) for w in range(8) for b in range(8)) if xp not in on_retention][:3]
+    xps.append((SPEC.array_lines - 1, 0))  # a cycling crosspoint, not in the plan: left out
+    T, k = SPEC.retention_reads, len(xps)
+    dtype = [("read_voltage", "<f4"), ("current", "<f4", (k,)), ("tstamp_s", "<u8"), ("tstamp_us", "<u8")]
+    g = np.float32(1e-6) * np.float32(np.linspace(20, 60, T * k)).reshape(T, k)
+    t = 1_800_000_000 + SPEC.retention_every_s * np.arange(T)
+    with h5u.H5DataStore(str(src), mode=h5u.H5Mode.APPEND) as ds:
+        table = ds.make_synthetic_table(xps, "RET", (T,), dtype, tstamp=1_800_000_000 * 10**9)
+        table[:, "read_voltage"] = np.float32(0.25)
+        table[:, "current"] = g * np.float32(0.25)
+        table[:, "tstamp_s"] = t.astype(np.uint64)
+        table[:, "tstamp_us"] = np.zeros(T, np.uint64)
+    m = read_measurements(import_arc2(src, tmp_path / "m.h5", plan=plan, retention_delay_s=SPEC.retention_delay_s))
+    d = m.drift
+    assert d.conductance.shape[0] == len(truth.retention) + 3
+    rows = [int(np.flatnonzero(d.device_id == w * SPEC.array_lines + b)[0]) for w, b in xps[:3]]
+    np.testing.assert_array_equal(d.conductance[rows], g[:, :3].T.astype(np.float64))  # exact: 0.25 V
+    last = {(w, b): h for w, b, c, h in truth.plan_rows if c == SPEC.cycles - 1}
+    assert d.target_level[rows].tolist() == [last[xp] for xp in xps[:3]]
+    assert m.created == "2027-01-15T08:00:00+00:00"  # the newest TSTAMP in the store
+
+
 def test_fit_of_the_import_recovers_the_generating_parameters(session, tmp_path):
     """Every generating parameter lies in the interval ``xbar fit`` reports for it.
 

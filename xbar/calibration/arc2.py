@@ -172,10 +172,27 @@ class _Series:
     """One retention series: a crosspoint read at times ``tstamp_s`` (unix seconds)."""
 
     xp: tuple[int, int]
-    where: str  # dataset path (and column) for messages
+    table: str  # dataset path, for messages
+    column: int | None  # its column in a multi-crosspoint table
     current: np.ndarray  # as stored (float32 for ArC2Control)
     read_voltage: np.ndarray
     tstamp_s: np.ndarray  # float64 seconds
+
+    def fail(self, store: _Store, field: str | None, message: str) -> None:
+        column = f" (column {self.column})" if self.column is not None else ""
+        store.fail(f"{self.table}{'/' + field if field else ''}{column}", message)
+
+    def check(self, store: _Store) -> None:
+        """What the drift fit needs: increasing times, finite nonzero reads."""
+        if not np.all(np.isfinite(self.tstamp_s)) or np.any(np.diff(self.tstamp_s) <= 0):
+            self.fail(store, "tstamp_s", "read times are not strictly increasing; expected one row per read, in time order")
+        for what, arr in (("read_voltage", self.read_voltage), ("current", self.current)):
+            a = arr.astype(np.float64)
+            bad = ~(np.isfinite(a) & (a != 0))
+            if np.any(bad):
+                i = int(np.argmax(bad))
+                self.fail(store, what, f"row {i}: {what} = {a[i]}; expected a finite, nonzero value "
+                          "(G = |current / read_voltage| and the drift law is a ratio of conductances)")
 
 
 class _Store:
@@ -304,8 +321,8 @@ class _Store:
         return _Crosspoint(w, b, rows, end, start)
 
     # ---------------------------------------------------------------- retention
-    def retention_series(self) -> list[_Series]:
-        """Every retention table under /crosspoints/*/experiments and /synthetics."""
+    def retention_series(self, planned: set[tuple[int, int]]) -> list[_Series]:
+        """The series of ``planned`` crosspoints in every retention table (crosspoint experiments, /synthetics)."""
         found: list[tuple[str, h5py.Dataset, tuple[int, int] | None]] = []
 
         def visit(parent_xp):
@@ -321,10 +338,12 @@ class _Store:
         self.synthetics.visititems(visit(None))
         series: list[_Series] = []
         for where, d, parent in sorted(found, key=lambda t: t[0]):
-            series.extend(self.retention_table(where, d, parent))
+            series.extend(self.retention_table(where, d, parent, planned))
         return series
 
-    def retention_table(self, where: str, d: h5py.Dataset, parent: tuple[int, int] | None) -> list[_Series]:
+    def retention_table(
+        self, where: str, d: h5py.Dataset, parent: tuple[int, int] | None, planned: set[tuple[int, int]]
+    ) -> list[_Series]:
         self.table(d, where, RETENTION_FIELDS)
         rows = d[: self.nrows(d, where, required=False)]
         if parent is not None and "crosspoints" not in d.attrs:
@@ -343,24 +362,13 @@ class _Store:
             self.fail(where, f"current has shape {list(cur.shape)} for {k} crosspoint(s); expected one column per crosspoint")
         cur = cur.reshape(-1, 1) if cur.ndim == 1 else cur
         vr = np.broadcast_to(vr.reshape(-1, 1) if vr.ndim == 1 else vr, cur.shape)
+        cols = [j for j in range(k) if (int(xps[j, 0]), int(xps[j, 1])) in planned]
+        if not cols:
+            return []  # crosspoints outside the plan: not imported
         t = rows["tstamp_s"].astype(np.float64) + 1e-6 * rows["tstamp_us"].astype(np.float64)
-        if not np.all(np.isfinite(t)) or np.any(np.diff(t) <= 0):
-            self.fail(f"{where}/tstamp_s", "read times are not strictly increasing; expected one row per read, in time order")
-        c64, v64 = cur.astype(np.float64), vr.astype(np.float64)
-        for what, bad in (
-            ("read_voltage", ~(np.isfinite(v64) & (v64 != 0))),
-            ("current", ~np.isfinite(c64) | (c64 == 0)),
-        ):
-            if np.any(bad):
-                i, j = np.unravel_index(int(np.argmax(bad)), bad.shape)
-                val = v64[i, j] if what == "read_voltage" else c64[i, j]
-                expect = "a finite, nonzero read voltage" if what == "read_voltage" else (
-                    "a finite, nonzero current (the drift law is a ratio of conductances)"
-                )
-                self.fail(f"{where}/{what}", f"row {int(i)}: {what} = {val}; expected {expect}")
         return [
-            _Series(tuple(xps[j]), where + (f" (column {j})" if k > 1 else ""), cur[:, j], vr[:, j], t)
-            for j in range(k)
+            _Series((int(xps[j, 0]), int(xps[j, 1])), where, j if k > 1 else None, cur[:, j], vr[:, j], t)
+            for j in cols
         ]
 
     def raster(self) -> tuple[np.ndarray, np.ndarray]:
@@ -458,7 +466,7 @@ def _convert(store: _Store, plan: Plan | None, delay: float, skip: set, device, 
     planned = set(plan.targets) if plan is not None else set()
 
     # retention tables of planned crosspoints -> drift; their rows leave the read runs
-    series = [s for s in store.retention_series() if s.xp in planned] if plan is not None else []
+    series = store.retention_series(planned) if plan is not None else []
     in_retention = {xp: np.zeros(x.rows.shape[0], bool) for xp, x in xps.items()}
     series_target = []
     for s in series:
@@ -468,7 +476,7 @@ def _convert(store: _Store, plan: Plan | None, delay: float, skip: set, device, 
             in_retention[s.xp][at : at + s.current.size] = True
         k = int(np.searchsorted(x.seq_end, at if at >= 0 else x.rows.shape[0])) - 1
         if k < 0:
-            store.fail(s.where, f"retention of {x.name} starts before its first programming sequence; expected it after programming")
+            s.fail(store, None, f"retention of {x.name} starts before its first programming sequence; expected it after programming")
         series_target.append(plan.target(s.xp, k))
 
     if plan is not None and "programming" not in skip:
@@ -566,17 +574,20 @@ def _check_plan(store: _Store, plan: Plan, xps: dict[tuple[int, int], _Crosspoin
 
 def _drift(store: _Store, series: list[_Series], target: list[int], delay: float, L: int) -> Drift:
     """Retention series on one schedule: time since programming = delay + time since the first read."""
+    for s in series:
+        s.check(store)
     T = min(s.tstamp_s.size for s in series)
     if T < 3:
         short = min(series, key=lambda s: s.tstamp_s.size)
-        store.fail(short.where, f"has {short.tstamp_s.size} read(s); expected at least 3 per retention table")
+        short.fail(store, None, f"has {short.tstamp_s.size} read(s); expected at least 3 per retention table")
     rel = np.stack([s.tstamp_s[:T] - s.tstamp_s[0] for s in series]) + delay
     t = np.median(rel, axis=0)
     off = np.abs(rel - t) > SCHEDULE_TOLERANCE * t
     if np.any(off):
         i, j = np.unravel_index(int(np.argmax(off)), off.shape)
-        store.fail(
-            series[i].where,
+        series[i].fail(
+            store,
+            None,
             f"read {j} at {rel[i, j]:.4g} s after programming while the other retention tables read at "
             f"{t[j]:.4g} s; expected one retention schedule (within {SCHEDULE_TOLERANCE:.0%})",
         )
