@@ -315,6 +315,19 @@ def test_malformed_input_is_refused_in_one_line_and_nothing_is_written(session, 
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == before
 
 
+def test_a_planned_crosspoint_without_pulses_is_refused(session, tmp_path):
+    src0, plan, _ = session
+    src = tmp_path / "session.h5"
+    shutil.copy(src0, src)
+    h5u = arc2_synthetic.load_h5utils()
+    with h5u.H5DataStore(str(src), mode=h5u.H5Mode.APPEND) as ds:  # only reads on W20B20
+        ds.update_status_bulk(20, 20, np.full(3, 1e-6), np.full(3, 0.25), np.zeros(3), np.full(3, 0.25), h5u.OpType.READ)
+    (tmp_path / "plan.csv").write_text(plan.read_text() + "20,20,0,0,10\n")
+    with pytest.raises(InputError, match="line 259: W20B20 has no programming sequence"):
+        import_arc2(src, tmp_path / "o.h5", plan=tmp_path / "plan.csv")
+    assert not (tmp_path / "o.h5").exists()
+
+
 def test_unreadable_session_files(tmp_path):
     junk = tmp_path / "junk.h5"
     junk.write_bytes(b"not hdf5" * 100)
