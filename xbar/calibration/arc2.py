@@ -408,15 +408,15 @@ def _find(haystack: np.ndarray, needle: np.ndarray) -> int:
     return -1
 
 
-def _common_runs(runs: list[tuple[tuple[int, int], int, np.ndarray]]) -> tuple[list, int]:
-    """Cut read runs to the common length r that keeps the most reads (r >= 2)."""
-    lengths = np.array([g.size for _, _, g in runs])
+def _common_runs(runs: list[tuple[int, int, np.ndarray]]) -> list[tuple[int, int, np.ndarray]]:
+    """Cut read runs ``(device, target, reads)`` to the common length r >= 2 that keeps the most reads."""
+    lengths = np.array([g.size for _, _, g in runs], dtype=np.int64)
     cand = np.unique(lengths[lengths >= 2])
     if cand.size == 0:
-        return [], 0
-    kept = cand * np.array([(lengths >= r).sum() for r in cand])
+        return []
+    kept = cand * (lengths[None, :] >= cand[:, None]).sum(axis=1)
     r = int(cand[np.argmax(kept)])
-    return [(xp, k, g[:r]) for xp, k, g in runs if g.size >= r], r
+    return [(d, h, g[:r]) for d, h, g in runs if g.size >= r]
 
 
 def convert_arc2(
@@ -455,80 +455,30 @@ def convert_arc2(
 
 
 def _convert(store: _Store, plan: Plan | None, delay: float, skip: set, device, created) -> Measurements:
+    """Every group of the mapping (module docstring, SCHEMA.md) that has data and is not skipped."""
     store.structure()
     xps = store.crosspoints()
     src = store.path
     parts: dict = {}
-    L = nominal = None
     if plan is not None:
-        L, nominal = plan.levels, plan.level_conductance_uS
         _check_plan(store, plan, xps)
     planned = set(plan.targets) if plan is not None else set()
+    L = plan.levels if plan is not None else 2
 
-    # retention tables of planned crosspoints -> drift; their rows leave the read runs
     series = store.retention_series(planned) if plan is not None else []
-    in_retention = {xp: np.zeros(x.rows.shape[0], bool) for xp, x in xps.items()}
-    series_target = []
-    for s in series:
-        x = xps[s.xp]
-        at = _find(x.rows["current"], s.current)
-        if at >= 0:
-            in_retention[s.xp][at : at + s.current.size] = True
-        k = int(np.searchsorted(x.seq_end, at if at >= 0 else x.rows.shape[0])) - 1
-        if k < 0:
-            s.fail(store, None, f"retention of {x.name} starts before its first programming sequence; expected it after programming")
-        series_target.append(plan.target(s.xp, k))
-
+    in_retention, series_target = _match_retention(store, plan, xps, series)
     if plan is not None and "programming" not in skip:
-        tl, g, dev, cyc, row, col = [], [], [], [], [], []
-        for xp in sorted(planned):
-            x = xps[xp]
-            n = x.seq_end.size
-            tl += [plan.target(xp, k) for k in range(n)]
-            g.append(x.conductance_S(x.seq_end))
-            dev += [xp[0] * store.bits + xp[1]] * n
-            cyc += list(range(n))
-            row += [xp[0]] * n
-            col += [xp[1]] * n
-        ints = [np.asarray(a, dtype=np.int64) for a in (tl, dev, cyc, row, col)]
-        parts["programming"] = Programming(
-            ints[0], np.concatenate(g), "S", L, nominal, device_id=ints[1], cycle=ints[2],
-            array=np.zeros_like(ints[0]), row=ints[3], col=ints[4],
-        )
-
+        parts["programming"] = _programming(store, plan, xps)
     if plan is not None and "reads" not in skip:
-        runs = []
-        for xp in sorted(planned):
-            x = xps[xp]
-            breaker = ((x.rows["op_type"].astype(np.int64) & OP_PULSE) != 0) | in_retention[xp]
-            breaker[x.seq_end] = True
-            breaker[: x.seq_end[0]] = True  # reads before the first programming have no target
-            label = np.cumsum(breaker)
-            idx = np.flatnonzero(~breaker)
-            if idx.size == 0:
-                continue
-            labels, first, counts = np.unique(label[idx], return_index=True, return_counts=True)
-            for f, c in zip(first, counts):
-                if c >= 2:
-                    rows = idx[f : f + c]
-                    k = int(np.searchsorted(x.seq_end, rows[0])) - 1
-                    runs.append((xp, plan.target(xp, k), x.conductance_S(rows)))
-        runs, r = _common_runs(runs)
-        if runs:
-            parts["reads"] = Reads(
-                np.array([xp[0] * store.bits + xp[1] for xp, _, _ in runs], np.int64),
-                np.array([h for _, h, _ in runs], np.int64),
-                np.stack([gg for _, _, gg in runs]), "S", L, nominal,
-            )
-
+        reads = _reads(store, plan, xps, in_retention)
+        if reads is not None:
+            parts["reads"] = reads
     if series and "drift" not in skip:
         parts["drift"] = _drift(store, series, series_target, delay, L)
-
     if plan is not None and "array_maps" not in skip:
         m = _array_map(store, plan)
         if m is not None:
             parts["array_maps"] = ArrayMaps(m[None])
-
     if "switching" not in skip:
         sw = _switching(store, {xp: x for xp, x in xps.items() if xp not in planned})
         if sw is not None:
@@ -540,7 +490,7 @@ def _convert(store: _Store, plan: Plan | None, delay: float, skip: set, device, 
     return Measurements(
         device=device or f"{store.title} (ArC TWO, {store.words} word x {store.bits} bit lines)",
         created=created or store.created(),
-        levels=L if L is not None else 2,
+        levels=L,
         extra_attrs={
             "source_instrument": "ArC TWO (ArC2Control data store)",
             "source_session": src.name,
@@ -549,6 +499,71 @@ def _convert(store: _Store, plan: Plan | None, delay: float, skip: set, device, 
         },
         **parts,
     )
+
+
+def _device_id(store: _Store, xp: tuple[int, int]) -> int:
+    return xp[0] * store.bits + xp[1]
+
+
+def _match_retention(store, plan, xps, series) -> tuple[dict, list[int]]:
+    """Rows of each history that a retention series also holds, and each series' target level.
+
+    The target is that of the sequence before the series' reads in the history (the
+    crosspoint's last sequence when the history does not hold them).
+    """
+    in_retention = {xp: np.zeros(x.rows.shape[0], bool) for xp, x in xps.items()}
+    targets = []
+    for s in series:
+        x = xps[s.xp]
+        at = _find(x.rows["current"], s.current)
+        if at >= 0:
+            in_retention[s.xp][at : at + s.current.size] = True
+        k = int(np.searchsorted(x.seq_end, at if at >= 0 else x.rows.shape[0])) - 1
+        if k < 0:
+            s.fail(store, None, f"retention of {x.name} starts before its first programming sequence; expected it after programming")
+        targets.append(plan.target(s.xp, k))
+    return in_retention, targets
+
+
+def _programming(store: _Store, plan: Plan, xps: dict[tuple[int, int], _Crosspoint]) -> Programming:
+    """The read ending each programming sequence of each planned crosspoint, in (word, bit, cycle) order."""
+    cols: dict[str, list] = {k: [] for k in ("target", "g", "device", "cycle", "row", "col")}
+    for xp in sorted(plan.targets):
+        x = xps[xp]
+        n = x.seq_end.size
+        cols["target"] += [plan.target(xp, k) for k in range(n)]
+        cols["g"].append(x.conductance_S(x.seq_end))
+        cols["device"] += [_device_id(store, xp)] * n
+        cols["cycle"] += list(range(n))
+        cols["row"] += [xp[0]] * n
+        cols["col"] += [xp[1]] * n
+    i = {k: np.asarray(v, dtype=np.int64) for k, v in cols.items() if k != "g"}
+    return Programming(
+        i["target"], np.concatenate(cols["g"]), "S", plan.levels, plan.level_conductance_uS,
+        device_id=i["device"], cycle=i["cycle"], array=np.zeros_like(i["target"]), row=i["row"], col=i["col"],
+    )
+
+
+def _reads(store: _Store, plan: Plan, xps: dict, in_retention: dict) -> Reads | None:
+    """Runs of >= 2 reads after each sequence (not its result, not retention rows), cut to a common length."""
+    runs = []
+    for xp in sorted(plan.targets):
+        x = xps[xp]
+        breaker = ((x.rows["op_type"].astype(np.int64) & OP_PULSE) != 0) | in_retention[xp]
+        breaker[x.seq_end] = True
+        breaker[: x.seq_end[0]] = True  # reads before the first programming have no target
+        idx = np.flatnonzero(~breaker)
+        _, first, counts = np.unique(np.cumsum(breaker)[idx], return_index=True, return_counts=True)
+        for f, c in zip(first, counts):
+            if c >= 2:
+                rows = idx[f : f + c]
+                k = int(np.searchsorted(x.seq_end, rows[0])) - 1
+                runs.append((_device_id(store, xp), plan.target(xp, k), x.conductance_S(rows)))
+    runs = _common_runs(runs)
+    if not runs:
+        return None
+    dev, target, g = zip(*runs)
+    return Reads(np.array(dev, np.int64), np.array(target, np.int64), np.stack(g), "S", plan.levels, plan.level_conductance_uS)
 
 
 def _check_plan(store: _Store, plan: Plan, xps: dict[tuple[int, int], _Crosspoint]) -> None:
@@ -594,7 +609,7 @@ def _drift(store: _Store, series: list[_Series], target: list[int], delay: float
     g = np.stack([np.abs(s.current[:T].astype(np.float64) / s.read_voltage[:T].astype(np.float64)) for s in series])
     return Drift(
         time_s=t, conductance=g, target_level=np.asarray(target, np.int64), t0_s=float(t[0]), units="S",
-        levels=L, device_id=np.array([s.xp[0] * store.bits + s.xp[1] for s in series], np.int64),
+        levels=L, device_id=np.array([_device_id(store, s.xp) for s in series], np.int64),
     )
 
 
