@@ -3,11 +3,13 @@
 Workflow: :func:`read_measurements` validates an ``xbar-measurements`` file,
 :func:`fit` runs every fitter that has data and returns a :class:`FitResult` whose
 ``preset_dict`` is a preset in the docs/presets.md format, and :func:`write_report`
-draws the diagnostic plots. :func:`import_csv` converts a plain CSV table into a
-schema-valid file. The fitters (scikit-learn-like: hyperparameters in the
-constructor, ``fit(data) -> result``, no hidden state) are importable on their own.
+draws the diagnostic plots. :func:`import_csv` converts a plain CSV table and
+:func:`import_arc2` an ArC TWO session (ArC2Control data store) into a schema-valid
+file. The fitters (scikit-learn-like: hyperparameters in the constructor,
+``fit(data) -> result``, no hidden state) are importable on their own.
 """
 
+from xbar.calibration.arc2 import import_arc2
 from xbar.calibration.csv_import import import_csv
 from xbar.calibration.drift import DriftFit, DriftFitter
 from xbar.calibration.fit import fit
@@ -57,6 +59,7 @@ __all__ = [
     "SwitchingFit",
     "bitflip_threshold",
     "fit",
+    "import_arc2",
     "import_csv",
     "read_measurements",
     "write_measurements",

@@ -31,7 +31,7 @@ KINDS = {
     "reads": (("device_id", "target_level", "conductance_uS"), ()),
     "switching": (("state", "resistance_ohm"), ()),
 }
-_INT_COLS = {"device_id", "array", "row", "col", "cycle", "target_level"}
+_INT_COLS = {"device_id", "array", "row", "col", "cycle", "target_level", "word", "bit"}
 
 
 def _read_table(path: Path, required: Sequence[str], optional: Sequence[str]) -> dict[str, list]:
@@ -179,16 +179,25 @@ def import_csv(
         else:
             m = Measurements(**meta, levels=L, reads=_pivot_reads(src, table, target, g, nominal, L))
 
-    out = Path(out_h5)
+    return write_validated(out_h5, m, src, force)
+
+
+def write_validated(out: str | os.PathLike, m: Measurements, src: str | os.PathLike, force: bool = False) -> Path:
+    """Write ``m`` atomically, reading it back through the validating reader first.
+
+    A problem the reader finds is reported against ``src -> out`` (the file converted and
+    the file being written); nothing is left behind.
+    """
+    dst = Path(out)
 
     def write_and_check(tmp: Path) -> None:
         _write(tmp, m)
         try:
             read_measurements(tmp)
         except InputError as exc:
-            raise InputError(str(exc).replace(str(tmp), f"{src} -> {out}")) from None
+            raise InputError(str(exc).replace(str(tmp), f"{src} -> {dst}")) from None
 
-    return atomic_write(out, write_and_check, force)
+    return atomic_write(dst, write_and_check, force)
 
 
 def _pivot_reads(src: Path, table: dict, target: np.ndarray, g: np.ndarray, nominal, L: int) -> Reads:
