@@ -10,6 +10,7 @@ import pytest
 import torch
 from scipy import stats
 
+from tests.conftest import gpu_waits
 from xbar.devices import bitflip
 from xbar.devices.bitflip import (
     BitFlipModel,

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import gpu_waits
 from tests.test_evaluation_helpers import digits, lenet, one_thread
 from xbar.cli.cmd_bitflip import parse_mask
 from xbar.cli.tables import format_table
