@@ -100,6 +100,7 @@ def test_bad_input_is_one_line(run, capsys, tmp_path):
     _bad(capsys, ["hil", "eval", str(run), "--times", "60,0", *FAST], "--times")
     _bad(capsys, ["hil", "program", str(run), "--backend", f"replay:{tmp_path / 'none.h5'}", *FAST], "none.h5")
     _bad(capsys, ["hil"], "expected a subcommand")
+    _bad(capsys, ["hil", "program", str(run), "--backend", "emulated:pcm", *FAST], "expected the same levels")
 
 
 def test_compare_with_preset_flags_only_what_differs(tmp_path):

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from tests.test_evaluation_helpers import one_thread
 from xbar import data, models, presets
 from xbar.errors import InputError
 from xbar.hil import EmulatedBackend, RecordingBackend, ReplayBackend
@@ -16,6 +17,12 @@ from xbar.hil.finetune import FinetuneConfig, finetune, seed_statistics
 # fefet1 with sigma_d = 0.3: middle levels at 1.2 level steps, a loss of several % on digits
 NOISY = {"sigma_d": 0.3}
 CONFIG = FinetuneConfig(epochs=6)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _threads():
+    with one_thread():
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -127,6 +127,12 @@ def _backend(args: argparse.Namespace, preset):
     g = _conductances(args)
     if kind == "emulated":
         chip_preset = presets.load(rest) if rest else preset
+        have, want = chip_preset.mapping.levels, preset.mapping.levels
+        if have != want:
+            raise InputError(
+                f"--backend {args.backend}: the chip stores {have or 'analog'} levels per device, the network's preset "
+                f"{getattr(preset, 'name', preset)} maps weights to {want or 'analog conductances'}; expected the same levels"
+            )
         return hil.EmulatedBackend(
             chip_preset, rows=args.tile_rows, cols=args.tile_cols, seed=args.seed, tolerance=args.tolerance,
             max_pulses=args.max_pulses or 20, level_conductance_uS=g,
