@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -118,21 +119,38 @@ def _is_analog(model: nn.Module) -> bool:
     return any(isinstance(m, AnalogLayerBase) for m in model.modules())
 
 
-def program_model(model: nn.Module, backend: CrossbarBackend, preset) -> HilSession:
+def program_model(
+    model: nn.Module,
+    backend: CrossbarBackend,
+    preset,
+    layers: Sequence[str] | None = None,
+    tiles: Sequence[int] | None = None,
+) -> HilSession:
     """Map every noisy layer of ``model`` to device levels and program them through ``backend``.
 
     ``preset``: a Preset, shipped preset name, preset file or DeviceModel; its mapping
     decides quantization, sign handling and slicing; the tile size is the backend's.
+    ``layers``: weight names (``"fc1.weight"``) to program, default all of them;
+    ``tiles``: the tile ids to use, in order (default ``backend.tiles()``), so that
+    several sessions can share one chip (progressive programming, :mod:`xbar.hil.finetune`).
     """
     dm = device_model_of(preset)
     cfg = dm.mapping
     params = weight_parameters(model)
     if not params:
         raise InputError(f"{type(model).__name__}: no Conv2d or Linear weights to program")
+    if layers is not None:
+        known = dict(params)
+        unknown = [name for name in layers if name not in known]
+        if unknown or not layers:
+            raise InputError(
+                f"{type(model).__name__}: layers {list(layers)}: expected names among {', '.join(known)}"
+            )
+        params = [(name, known[name]) for name in layers]
     for name, p in params:
         if p.dim() < 2:
             raise InputError(f"{name}: weight of shape {list(p.shape)}: expected [out, in, ...]")
-    available = list(backend.tiles())
+    available = list(backend.tiles() if tiles is None else tiles)
     needed = sum(
         cfg.planes * cfg.slices * math.ceil(r / backend.rows) * math.ceil(c / backend.cols)
         for r, c in (crossbar_matrix(p.detach()).shape for _, p in params)
@@ -144,7 +162,7 @@ def program_model(model: nn.Module, backend: CrossbarBackend, preset) -> HilSess
             "expected a chip with more or larger tiles"
         )
     free = iter(available)
-    layers: list[LayerPlacement] = []
+    placed: list[LayerPlacement] = []
     plans: list[tuple[LayerPlacement, torch.Tensor]] = []
     for name, p in params:
         w = p.detach()
@@ -158,23 +176,23 @@ def program_model(model: nn.Module, backend: CrossbarBackend, preset) -> HilSess
                         rr, cc = min(backend.rows, rows - r0), min(backend.cols, cols - c0)
                         blocks.append(Block(next(free), plane, sl, r0, c0, rr, cc))
         layer = LayerPlacement(name, tuple(w.shape), lv.scale.cpu(), level_sign(w).cpu(), blocks)
-        layers.append(layer)
+        placed.append(layer)
         plans.append((layer, lv.levels))
     for layer, levels in plans:
         mats = [[crossbar_matrix(levels[pl, sl]).cpu() for sl in range(cfg.slices)] for pl in range(cfg.planes)]
         for b in layer.blocks:
             block = mats[b.plane][b.slice][b.row0 : b.row0 + b.rows, b.col0 : b.col0 + b.cols]
             backend.program(b.tile_id, block.contiguous())
-    session = HilSession(backend, dm, layers, float(backend.time_s))
+    session = HilSession(backend, dm, placed, float(backend.time_s))
     reports = getattr(backend, "reports", None)
     if isinstance(reports, dict):
-        session.reports = [reports[b.tile_id] for layer in layers for b in layer.blocks if b.tile_id in reports]
+        session.reports = [reports[b.tile_id] for layer in placed for b in layer.blocks if b.tile_id in reports]
     annotate = getattr(backend, "annotate", None)
     if callable(annotate):
         annotate("layout", session.layout())
         annotate("program_summary", session.summary())
     if session.compensates:
-        for layer in layers:
+        for layer in placed:
             layer.reference_abs_sum = float(read_weights(session, layer).abs().sum())
     return session
 
