@@ -74,7 +74,8 @@ def run(args, out: Path, start: float) -> int:
     from xbar import data
     from xbar.calibration import fit
     from xbar.calibration.result import format_table
-    from xbar.evaluation import format_table as table
+    from xbar.cli.cmd_hil import comparison_text
+    from xbar.cli.tables import format_table as table
     from xbar.training import train
 
     print("1. importing the instrument's data store")
@@ -98,7 +99,7 @@ def run(args, out: Path, start: float) -> int:
         acc = hil.evaluate(hil.read_model(session, model), split.test).accuracy
         hil.read_model(session, model)  # a second read of every tile: read noise for the fit
     print(f"   accuracy on the chip {acc:.4f} ({session.summary()['tiles']} tiles)")
-    print("   " + hil.compare_with_preset(rec.path, preset).text().replace("\n", "\n   "))
+    print("   " + comparison_text(hil.compare_with_preset(rec.path, preset)).replace("\n", "\n   "))
 
     from xbar.hil.arc2_standin import StandInPyarc2
 

@@ -12,6 +12,7 @@ import torch
 from tests.test_evaluation_helpers import lenet, one_thread, write_run
 from xbar import hil, presets
 from xbar.cli import main
+from xbar.cli.cmd_hil import comparison_text
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -118,4 +119,4 @@ def test_compare_with_preset_flags_only_what_differs(tmp_path):
     sig = lambda c: [r for r in c.rows if r["quantity"] == "programming sigma"]  # noqa: E731
     assert not any(r["outside"] for r in sig(verdicts["same"]))
     assert all(r["outside"] and r["measured"] > r["trained"] for r in sig(verdicts["noisier"]))
-    assert verdicts["noisier"].retrain and "retrain" in verdicts["noisier"].text()
+    assert verdicts["noisier"].retrain and "retrain" in comparison_text(verdicts["noisier"])

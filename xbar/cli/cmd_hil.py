@@ -6,6 +6,7 @@ import argparse
 
 from xbar.cli import _studies as S
 from xbar.cli.common import add_study_args, positive_float, positive_int
+from xbar.cli.tables import format_table
 from xbar.errors import InputError
 
 BACKENDS = "emulated[:PRESET], replay:FILE or arc2[:PORT]"
@@ -115,8 +116,17 @@ def run(args: argparse.Namespace) -> int:
     if args.fit_report:
         cmp = hil.compare_with_preset(recorder.path if recorder is not None else replay_file, preset)
         result["chip_vs_preset"] = cmp.to_dict()
-        lines.append(cmp.text())
+        lines.append(comparison_text(cmp))
     return S.finish(args, result, "\n".join(lines), plot=plot)
+
+
+def comparison_text(cmp) -> str:
+    """A :class:`~xbar.hil.ChipComparison` as a table of levels and its verdict."""
+    rows = [{**r, "interval": f"[{r['low']:.3g}, {r['high']:.3g}]", "": "*" if r["outside"] else ""}
+            for r in cmp.rows]
+    head = f"chip as measured vs trained-for preset (level units, {100 * cmp.confidence:g}% intervals):"
+    return "\n".join([head, format_table(rows, ["quantity", "level", "trained", "measured", "interval", ""]),
+                      cmp.verdict])
 
 
 def _backend(args: argparse.Namespace, preset):
@@ -163,7 +173,6 @@ def _conductances(args: argparse.Namespace):
 def _program(args, model, chip, preset, test):
     """program and eval: program, read back at each time, evaluate."""
     from xbar import hil
-    from xbar.evaluation import format_table
     from xbar.sampling import device_model_of
 
     times = [0.0]
@@ -245,7 +254,6 @@ def _finetune(args, model, chip, preset, info, test):
     from dataclasses import asdict
 
     from xbar import data, hil
-    from xbar.evaluation import format_table
 
     if args.epochs < 0:
         raise InputError(f"--epochs {args.epochs}: expected >= 0")

@@ -40,19 +40,13 @@ class ChipComparison:
         return {"confidence": self.confidence, "retrain": self.retrain, "levels": self.rows,
                 "fitted_preset": self.fit.preset_dict}
 
-    def text(self) -> str:
-        from xbar.evaluation import format_table
-
-        verdict = (
-            "the chip differs from the trained-for preset (marked *): retrain against the fitted preset or fine-tune on the chip"
-            if self.retrain
-            else "the chip agrees with the trained-for preset within the intervals"
-        )
-        table = [
-            {**r, "interval": f"[{r['low']:.3g}, {r['high']:.3g}]", "": "*" if r["outside"] else ""} for r in self.rows
-        ]
-        head = f"chip as measured vs trained-for preset (level units, {100 * self.confidence:g}% intervals):"
-        return "\n".join([head, format_table(table, ["quantity", "level", "trained", "measured", "interval", ""]), verdict])
+    @property
+    def verdict(self) -> str:
+        """One sentence: whether the chip agrees with the trained-for preset, and what to do if not."""
+        if self.retrain:
+            return ("the chip differs from the trained-for preset (marked *): retrain against the fitted "
+                    "preset or fine-tune on the chip")
+        return "the chip agrees with the trained-for preset within the intervals"
 
 
 def compare_with_preset(recording_or_fit, preset) -> ChipComparison:

@@ -111,7 +111,7 @@ class FinetuneResult:
         return (self.final_with - wo) / (self.stored - wo)
 
     def table(self) -> list[dict]:
-        """Rows for :func:`xbar.evaluation.format_table` (accuracies in %)."""
+        """Rows for :func:`xbar.cli.tables.format_table` (accuracies in %)."""
         pct = lambda v: None if v is None else round(100 * v, 2)  # noqa: E731
         return [
             {"layers on chip": r["programmed"], "layer": r["layer"], "without fine-tuning": pct(r["without"]),
