@@ -136,7 +136,11 @@ def run(args: argparse.Namespace) -> int:
         args.model, args.data, args.preset, args.algo, args.epochs, args.seed, args.out,
         resume=args.resume, force=args.force, **hyper,
     )
+    import os
     from pathlib import Path
+
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun rank 0 alone reports
+        return 0
 
     man = json.loads((Path(args.out) / "manifest.json").read_text())
     metrics = man.get("metrics", {})
