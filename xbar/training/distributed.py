@@ -44,7 +44,6 @@ LeNet and MLP have none.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
@@ -54,9 +53,6 @@ from torch.nn.parallel import DistributedDataParallel
 from xbar.errors import InputError
 from xbar.evaluation.distributed import Dist, context, local_device
 from xbar.training.params import derive_seed
-
-if TYPE_CHECKING:  # pragma: no cover
-    from xbar.training.base import WrappedOptimizer
 
 __all__ = ["DataParallel", "loss_scale", "shard_positions", "start"]
 
