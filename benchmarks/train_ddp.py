@@ -130,7 +130,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run)")
     args = ap.parse_args()
     opts = {"model": args.model, "batch": args.batch, "algos": args.algos.split(","),
-            "steps": 5 if args.quick else 20, "rounds": 3 if args.quick else 9}
+            "steps": 5 if args.quick else 10, "rounds": 3 if args.quick else 7}
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         result = Path(tmp) / "result.json"
         mp.spawn(_worker, args=(args.procs, _free_port(), opts, str(result)), nprocs=args.procs, join=True)
@@ -142,6 +143,8 @@ def main() -> None:
                  "ms per training step (median over rounds), ratio = DDP / one process (<1: faster)",
         "procs": args.procs,
         "cpus": os.cpu_count(),
+        "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],  # before, after: other work
+
         "step_ms": steps,
         "environment": environment(torch.device("cpu")),
     })
