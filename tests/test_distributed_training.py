@@ -211,15 +211,17 @@ def test_ranks_hold_the_same_model(two, name):
 
 @pytest.mark.parametrize("name", ["dat", "wvat"])
 def test_noisy_two_process_run_trains_like_one(two, one, name):
-    """With noise the ranks draw their own perturbations, so the runs differ in their draws
-    only. Bound: final clean test accuracy within 0.05 of the one-process run (3 binomial
-    standard errors of an accuracy near 0.9 on 359 test images, sqrt(0.9 * 0.1 / 359) = 0.016)
-    and every epoch's training loss within 25%."""
+    """With noise the ranks draw their own perturbations, so the two runs differ like two draws
+    of the noise (two seeds), not by round-off. The bounds are the seed-to-seed range of the
+    one-process run: WVAT over seeds 1-5 ends at test accuracy 0.81-0.91 and epoch-2 training
+    loss 0.89-1.37, so accuracy within 0.1 and every epoch's loss within 40%. Measured here:
+    DAT 0.900 against 0.925 (losses within 1.2%), WVAT 0.886 against 0.908 (losses within 15%).
+    Ranks that drifted apart are caught by ``test_ranks_hold_the_same_model``."""
     got, ref = _result(two, name)["history"], one[name]["history"]
     assert len(got) == len(ref)
-    assert got[-1]["test_acc"] == pytest.approx(ref[-1]["test_acc"], abs=0.05)
+    assert got[-1]["test_acc"] == pytest.approx(ref[-1]["test_acc"], abs=0.1)
     for a, b in zip(got, ref):
-        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=0.25)
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=0.4)
     assert _max_diff(_result(two, name)["state"], one[name]["state"]) > 1e-4  # the draws do differ
 
 
