@@ -132,6 +132,20 @@ def test_noise_streams_are_per_rank_and_step_and_decisions_shared():
     assert not torch.equal(choices[0, 7], choices[0, 8])
 
 
+def test_a_converted_model_on_several_processes_is_refused_in_one_line(monkeypatch):
+    from xbar.errors import InputError
+    from xbar.training import distributed
+
+    monkeypatch.setattr(distributed, "context", lambda device: Dist(rank=1, world=2))
+    with pytest.raises(InputError, match="convert = True.*one process") as err:
+        distributed.start(torch.device("cpu"), seed=0, convert=True)
+    assert "\n" not in str(err.value)
+    par = distributed.start(torch.device("cpu"), seed=0)
+    assert (par.rank, par.world, par.is_main) == (1, 2, False)
+    monkeypatch.setattr(distributed, "context", lambda device: Dist())
+    assert distributed.start(torch.device("cpu"), seed=0, convert=True) is None  # one process: no DDP
+
+
 # ------------------------------------------------------------------------- two processes
 def _worker(rank: int, world: int, port: int, tmp: str) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
