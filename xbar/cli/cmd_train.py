@@ -25,7 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Train MODEL on DATA with ALGO against the device noise of PRESET. Writes RUN_DIR/"
         "manifest.json, metrics.jsonl (one line per epoch), checkpoint.pt (every epoch and every "
         "--checkpoint-every steps) and model.pt (the digital state dict). Unset hyper-parameters take "
-        "the papers' defaults; algorithm ones are set with --hp KEY=VALUE (see --list-hp).",
+        "the papers' defaults; algorithm ones are set with --hp KEY=VALUE (see --list-hp). Under "
+        "'torchrun --nproc_per_node=N xbar train ...' one model trains on N processes "
+        "(DistributedDataParallel; --batch-size is the global batch; rank 0 writes RUN_DIR).",
     )
     p.add_argument("--model", help="zoo model (lenet, mlp, cnn6, vgg5, vgg8, resnet18, ...); required unless --resume")
     p.add_argument("--data", help="dataset (digits, mnist5k offline; mnist, cifar10, cifar100 from --data-root); required unless --resume")
@@ -148,7 +150,11 @@ def run(args: argparse.Namespace) -> int:
         args.model, args.data, args.preset, args.algo, args.epochs, args.seed, args.out,
         resume=args.resume, force=args.force, **hyper,
     )
+    import os
     from pathlib import Path
+
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun rank 0 alone reports
+        return 0
 
     man = json.loads((Path(args.out) / "manifest.json").read_text())
     metrics = man.get("metrics", {})

@@ -111,7 +111,12 @@ class DAT(WrappedOptimizer):
             too (biases, batch norm, the layers not in ``targets``); they see the
             quantized forward if they are device-stored weights.
         generator: draws z.
+
+    ``freeze_others`` (default True): line 6 computes the gradient of ``targets`` only. Off
+    under DistributedDataParallel, which reduces every parameter's gradient in every backward.
     """
+
+    freeze_others = True
 
     def __init__(
         self,
@@ -151,7 +156,7 @@ class DAT(WrappedOptimizer):
         everything = self.targets + self.others
         # line 6 needs the gradient of the perturbed layers only: the others do not require
         # grad in this pass, so backward stops at the first perturbed layer
-        frozen = [q.param for q in self.others if q.param.requires_grad]
+        frozen = [q.param for q in self.others if q.param.requires_grad] if self.freeze_others else []
         try:
             for q in frozen:
                 q.requires_grad_(False)

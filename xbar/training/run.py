@@ -33,6 +33,7 @@ from xbar.fileio import atomic_torch_save, atomic_write_json, atomic_write_text
 from xbar.training.base import make_optimizer
 from xbar.training.checkpoint import load_checkpoint, save_checkpoint, tensor_state
 from xbar.training.dat import DAT
+from xbar.training.distributed import start as start_parallel
 from xbar.training.injection import NoiseInjection
 from xbar.training.mc import kpp_of, monte_carlo_accuracy
 from xbar.training.params import (
@@ -450,6 +451,9 @@ def train(
 
     # Everything that can refuse the input runs before the run directory is touched.
     dev = _check_device(h["device"])
+    parallel = start_parallel(dev, seed, h["convert"])  # under torchrun: DDP, rank 0 writes
+    if parallel is not None:
+        dev = parallel.device
     split = xdata.load(data_name, h["data_root"], seed)
     torch.manual_seed(derive_seed(seed, "init"))
     net = build_network(model_name, split)
@@ -505,6 +509,13 @@ def train(
     }
     if spec is not None:
         manifest["preset_spec"] = spec
+    if parallel is not None:
+        manifest["processes"] = parallel.world
+
+    if parallel is not None:
+        parallel.barrier()  # every rank has checked the input (and read the checkpoint) before rank 0 writes
+        if not parallel.is_main:
+            outdir = None
 
     def write_metrics(history):
         if outdir is not None:
@@ -516,7 +527,7 @@ def train(
 
     trainer = Trainer(runner, train_b, test_b, epochs, h["batch_size"], seed, lr_of, evaluate,
                       write_checkpoint if outdir is not None else None, write_metrics,
-                      h["checkpoint_every"], h["progress"])
+                      h["checkpoint_every"], h["progress"], parallel)
     created = False
     if ckpt is not None:
         trainer.load_state_dict(ckpt)
@@ -559,6 +570,8 @@ def train(
         if outdir is not None:
             _after_failure(outdir, created, exc)
         raise
+    if parallel is not None:
+        parallel.barrier()  # the run directory is complete when any rank returns
     return final, history
 
 

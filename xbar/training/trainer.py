@@ -20,7 +20,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +36,9 @@ from xbar.training.mc import accuracy
 from xbar.training.params import NoisyParam, derive_seed, forward_weights
 from xbar.training.swa import SWA, has_batch_norm
 from xbar.training.trice import TRICE
+
+if TYPE_CHECKING:  # pragma: no cover
+    from xbar.training.distributed import DataParallel
 
 #: Test hook: after this many optimizer steps the process kills itself (SIGKILL), as if it crashed.
 KILL_ENV = "XBAR_TRAIN_KILL_AFTER_STEPS"
@@ -102,22 +105,34 @@ class Batches:
         return len(self.dataset)
 
     def batches(
-        self, order: torch.Tensor, batch_size: int, start: int = 0, seed: int = 0
+        self,
+        order: torch.Tensor,
+        batch_size: int,
+        start: int = 0,
+        seed: int = 0,
+        shard: Callable[[int, int], list[int]] | None = None,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Batches ``order[i*bs:(i+1)*bs]`` for i >= ``start``; ``seed`` keys the augmentation."""
+        """Batches ``order[i*bs:(i+1)*bs]`` for i >= ``start``; ``seed`` keys the augmentation.
+
+        ``shard(first, end)`` picks the positions of the global batch ``[first, end)`` this
+        process trains on (:func:`xbar.training.distributed.shard_positions`); augmentation
+        stays keyed by the global position.
+        """
         n = len(order)
         first = start * batch_size
+
+        def positions(i: int) -> range | list[int]:
+            end = min(i + batch_size, n)
+            return range(i, end) if shard is None else shard(i, end)
+
         if self.tensors is not None:
             x, y = self.tensors
             for i in range(first, n, batch_size):
-                idx = order[i : i + batch_size]
+                idx = order[i : i + batch_size] if shard is None else order[positions(i)]
                 yield x[idx].to(self.device), y[idx].to(self.device)
             return
         index = order.tolist()
-        sampler = [
-            [(index[p], derive_seed(seed, "sample", p)) for p in range(i, min(i + batch_size, n))]
-            for i in range(first, n, batch_size)
-        ]
+        sampler = [[(index[p], derive_seed(seed, "sample", p)) for p in positions(i)] for i in range(first, n, batch_size)]
         loader = DataLoader(SeededSamples(self.dataset), batch_size=None, sampler=sampler,
                             num_workers=self.num_workers,
                             generator=torch.Generator().manual_seed(derive_seed(seed, "loader")))
@@ -139,13 +154,19 @@ class Batches:
 
 
 # ----------------------------------------------------------------------------- runners
-def closure_for(model: nn.Module, x: torch.Tensor, y: torch.Tensor, record: dict) -> Callable[[], torch.Tensor]:
-    """Cross-entropy forward/backward; the first call's logits are kept for the train accuracy."""
+def closure_for(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, record: dict, scale: float = 1.0
+) -> Callable[[], torch.Tensor]:
+    """Cross-entropy forward/backward; the first call's logits are kept for the train accuracy.
+
+    The gradient is that of ``scale`` times the mean loss (a rank's share of a batch split
+    across processes, :func:`xbar.training.distributed.loss_scale`); the mean loss is returned.
+    """
 
     def closure() -> torch.Tensor:
         out = model(x)
         loss = F.cross_entropy(out, y)
-        loss.backward()
+        (loss if scale == 1.0 else loss * scale).backward()
         if "out" not in record:
             record["out"] = out.detach()
         return loss.detach()
@@ -167,14 +188,21 @@ class StepRunner:
         self.step = step
         self.targets = targets
         self.swa = swa
+        self.wrap: Callable[[nn.Module], nn.Module] = lambda m: m  # DDP under torchrun
+
+    def models(self) -> list[nn.Module]:
+        return [self.model]
+
+    def steps(self) -> list[WrappedOptimizer]:
+        return [self.step]
 
     def begin_epoch(self, epoch: int, lr: float) -> None:
         set_lr(self.step.optimizer, lr)
 
-    def train_batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
+    def train_batch(self, x: torch.Tensor, y: torch.Tensor, scale: float = 1.0) -> tuple[float, int]:
         self.model.train()
         record: dict = {}
-        loss = self.step.step(closure_for(self.model, x, y, record))
+        loss = self.step.step(closure_for(self.wrap(self.model), x, y, record, scale))
         return float(loss), int((record["out"].argmax(1) == y).sum())
 
     def end_epoch(self, epoch: int) -> dict[str, Any]:
@@ -219,12 +247,19 @@ class TriceRunner:
     def __init__(self, trice: TRICE, targets_of: Callable[[nn.Module], list[NoisyParam]]) -> None:
         self.trice = trice
         self.targets_of = targets_of
+        self.wrap: Callable[[nn.Module], nn.Module] = lambda m: m  # DDP under torchrun
+
+    def models(self) -> list[nn.Module]:
+        return list(self.trice.models)
+
+    def steps(self) -> list[WrappedOptimizer]:
+        return list(self.trice.opts)
 
     def begin_epoch(self, epoch: int, lr: float) -> None:
         self.trice.set_lr(lambda o: set_lr(o, lr))
         self.trice.begin_epoch(epoch)
 
-    def train_batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
+    def train_batch(self, x: torch.Tensor, y: torch.Tensor, scale: float = 1.0) -> tuple[float, int]:
         report = 0 if self.trice.merged else 1
         records: dict[int, dict] = {}
 
@@ -232,7 +267,7 @@ class TriceRunner:
             model.train()
             i = next(k for k, m in enumerate(self.trice.models) if m is model)
             records[i] = {}
-            return closure_for(model, x, y, records[i])
+            return closure_for(self.wrap(model), x, y, records[i], scale)
 
         loss = self.trice.train_batch(closure_of)
         return float(loss), int((records[report]["out"].argmax(1) == y).sum())
@@ -299,6 +334,8 @@ class Trainer:
         on_epoch: called with the history after every epoch.
         checkpoint_every: also checkpoint every this many steps inside an epoch (0: epoch ends only).
         progress: show a tqdm bar (default: only when stderr is a terminal).
+        parallel: this process's part of a run on several processes
+            (:class:`xbar.training.distributed.DataParallel`; None: one process).
     """
 
     def __init__(
@@ -315,6 +352,7 @@ class Trainer:
         on_epoch: Callable[[list[dict[str, Any]]], None] | None = None,
         checkpoint_every: int = 0,
         progress: bool | None = None,
+        parallel: DataParallel | None = None,
     ) -> None:
         self.runner = runner
         self.train_data, self.test_data = train, test
@@ -325,6 +363,10 @@ class Trainer:
         self.on_epoch = on_epoch
         self.checkpoint_every = int(checkpoint_every)
         self.progress = sys.stderr.isatty() if progress is None else progress
+        self.parallel = parallel
+        if parallel is not None:
+            parallel.attach(runner)
+            self.progress = self.progress and parallel.is_main
         self.history: list[dict[str, Any]] = []
         self.epoch = 0
         self.batch = 0
@@ -393,14 +435,25 @@ class Trainer:
 
                 bar = tqdm(total=per_epoch, initial=self.batch, desc=f"epoch {epoch + 1}/{self.epochs}", leave=False)
             try:
+                par = self.parallel
                 batches = self.train_data.batches(order, self.batch_size, self.batch,
-                                                  derive_seed(self.seed, "batches", epoch))
+                                                  derive_seed(self.seed, "batches", epoch),
+                                                  par.positions if par is not None else None)
                 for x, y in batches:
-                    loss, correct = self.runner.train_batch(x, y)
+                    if par is None:
+                        loss, correct = self.runner.train_batch(x, y)
+                        count = y.shape[0]
+                    else:
+                        whole = min(self.batch_size, n - self.batch * self.batch_size)
+                        par.begin_step(self.runner, self.global_step)
+                        loss, correct = self.runner.train_batch(x, y, par.scale(whole))
+                        count = par.count(whole)
+                        loss_sum, correct, count = par.sum([loss * count, correct if count else 0, count])
+                        loss, correct, count = loss_sum / count, int(correct), int(count)
                     self._check_finite(epoch, loss, lr)
-                    self.sums[0] += loss * y.shape[0]
+                    self.sums[0] += loss * count
                     self.sums[1] += correct
-                    self.sums[2] += y.shape[0]
+                    self.sums[2] += count
                     self.batch += 1
                     self.global_step += 1
                     if bar is not None:

@@ -50,6 +50,9 @@ class WVAT(WrappedOptimizer):
         p: probability that a batch is perturbed at all (default 1).
         others: parameters that are not perturbed (their forward is still quantized if stored).
         generator: draws x, the HSV noise and the perturb/no-perturb coin.
+        choice_generator: draws x and the coin instead, if given (on several processes it is
+            shared by all ranks, so they all take the same branch; ``generator`` keeps the
+            per-rank HSV noise, see ``xbar.training.distributed``).
     """
 
     def __init__(
@@ -63,8 +66,10 @@ class WVAT(WrappedOptimizer):
         p: float = 1.0,
         others: Sequence[NoisyParam] = (),
         generator: torch.Generator | None = None,
+        choice_generator: torch.Generator | None = None,
     ) -> None:
         super().__init__(optimizer, generator)
+        self.choice_generator = choice_generator
         for name, v in (("w_th", w_th), ("p", p)):
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{name} = {v}: expected a probability in [0, 1]")
@@ -81,8 +86,9 @@ class WVAT(WrappedOptimizer):
         self.last_variation: list[torch.Tensor] = []
 
     def _uniform(self) -> float:
-        dev = self.generator.device if self.generator is not None else torch.device("cpu")
-        return float(torch.rand((), generator=self.generator, device=dev))
+        g = self.choice_generator if self.choice_generator is not None else self.generator
+        dev = g.device if g is not None else torch.device("cpu")
+        return float(torch.rand((), generator=g, device=dev))
 
     def hsv(self) -> list[torch.Tensor]:
         """One draw of the hardware-simulated variation per target."""
