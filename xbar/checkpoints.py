@@ -202,7 +202,10 @@ def load_model(
         shape = tuple(v if v is not None else d for v, d in zip(shape, (s.in_channels, s.num_classes, s.image_size)))
     try:
         model = source.build(*shape)
-    except InputError:
+    except InputError as exc:
+        if (record or {}).get("kind") == "instance":  # trained from a Python object: rebuilt from its class
+            raise InputError(f"{exc}; the run's model was an instance of {source.factory}, rebuilt by calling its "
+                             "class: pass --model SPEC (model_name=) naming a factory for it") from None
         raise
     except ValueError as exc:
         raise InputError(f"{p}: cannot build model {name!r} for input {shape}: {exc}") from None

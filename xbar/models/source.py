@@ -255,7 +255,8 @@ def _from_instance(model: nn.Module, options: dict[str, Any]) -> ModelSource:
 def check_shape(model: nn.Module, spec: str, in_channels: int, num_classes: int, image_size: int) -> None:
     """One forward pass of zeros ``[2, C, S, S]`` in eval mode; InputError unless the output is ``[2, K]``."""
     states = [m.training for m in model.modules()]
-    x = torch.zeros(2, in_channels, image_size, image_size)
+    first = next(iter(model.parameters()), None)
+    x = torch.zeros(2, in_channels, image_size, image_size, device=first.device if first is not None else "cpu")
     try:
         model.eval()
         with torch.no_grad():
