@@ -25,10 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "optionally save the converted state (tensors only) plus a JSON manifest.",
     )
     p.add_argument("target", nargs="?", metavar="MODEL_OR_CHECKPOINT", help="model spec, a checkpoint file (then --model names the model unless a manifest lies next to it) or an `xbar train` run directory")
-    from xbar import models
-
-    p.add_argument("--model", metavar="SPEC", help=f"model: a zoo name ({', '.join(models.names())}), torchvision:NAME, "
-                   "FILE.py:FACTORY or package.module:FACTORY")
+    p.add_argument("--model", metavar="SPEC", help="model: a zoo name (lenet, mlp, cnn6, vgg8, resnet18, ...), "
+                   "torchvision:NAME, FILE.py:FACTORY or package.module:FACTORY")
     p.add_argument("--data", metavar="SPEC", help="take in_channels, num_classes and image_size from this data set "
                    "(name, npz:FILE or imagefolder:DIR) and record it for xbar eval")
     p.add_argument("--checkpoint", help="tensors-only state dict to load into the model before converting")
