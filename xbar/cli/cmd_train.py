@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from xbar.cli.common import (
@@ -145,7 +146,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--out RUN_DIR: required")
     from xbar.fileio import check_writable_dir
 
-    check_writable_dir(args.out)  # before any work: an unwritable place is refused at once
+    if os.environ.get("RANK", "0") == "0":  # under torchrun rank 0 alone writes (and probes)
+        check_writable_dir(args.out)  # before any work: an unwritable place is refused at once
     if args.resume and args.force:
         raise InputError("--resume and --force: give one of them")
     recorded = _from_manifest(args) if args.resume else {}
@@ -166,7 +168,6 @@ def run(args: argparse.Namespace) -> int:
         args.model, args.data, args.preset, args.algo, args.epochs, args.seed, args.out,
         resume=args.resume, force=args.force, **hyper,
     )
-    import os
     from pathlib import Path
 
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun rank 0 alone reports
