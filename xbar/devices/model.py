@@ -12,7 +12,9 @@ A correlated component N(mu, Sigma) on every device (same covariance for every
 slice and plane, independent between them) recombines like any level offset: its
 mean adds s sum_p sign_p sum_i 2^(iB) mu (zero for a differential pair) and its
 fluctuation adds s sqrt(sum_p sum_i 4^(iB)) eps with eps ~ N(0, Sigma) drawn in the
-crossbar layout of the layer. Non-Gaussian families, clipped (analog) conductances,
+crossbar layout of the layer (Sigma a Kronecker kernel or a measured dense / low-rank
+matrix). WVAT's weight variation (gamma sigma_v times the layer's range A) adds its
+variance to the independent part. Non-Gaussian families, clipped (analog) conductances,
 drift and read noise are sampled per device and recombined.
 """
 
