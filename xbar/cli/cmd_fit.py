@@ -31,8 +31,10 @@ For every group present in the file:
 The preset records its provenance (file name, SHA-256, sample counts, goodness of
 fit). Files are written atomically; an existing file is only replaced with --force.
 Every output path (the preset and each report file) is checked before the fit
-starts; a bad measurement file or an output that cannot be written is reported in
-one line with exit status 2 and nothing is written. A CSV table is converted first
+starts (the covariance sidecar, needed only when a measured covariance wins, right
+after it, still before anything is written); a bad measurement file or an output
+that cannot be written is reported in one line with exit status 2 and nothing is
+written. A CSV table is converted first
 with `xbar import-csv`.
 """
 
