@@ -29,7 +29,7 @@ rule and eigenvectors orthonormal within ``ORTHONORMAL_TOL``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -236,8 +236,6 @@ class MeasuredCovariance:
 
     def low_rank(self, k: int) -> MeasuredCovariance:
         """The same covariance sampled through its top-k eigenpairs (DAT-Fast)."""
-        from dataclasses import replace
-
         return replace(self, rank=int(k))
 
     def __eq__(self, other: object) -> bool:

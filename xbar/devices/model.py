@@ -278,7 +278,7 @@ class DeviceModel:
 
     def _device_field(
         self,
-        c: KroneckerCovariance,
+        c: KroneckerCovariance | MeasuredCovariance,
         w: torch.Tensor,
         n: int,
         generator: torch.Generator | None,
