@@ -13,6 +13,12 @@ noise and correlated variance is carried into it
 Mean offsets go into the preset's ``mean_levels`` only where their interval excludes 0
 (cluster intervals over arrays when the maps show spatial correlation); the others are
 written as 0 and a note says which.
+
+With ``/array_maps`` the Kronecker fit competes with a low-rank and a dense covariance
+(:mod:`xbar.calibration.covariance`, held-out log-likelihood over maps); when one of
+those predicts held-out maps better it becomes the preset's ``[correlation]`` (kind
+``low-rank`` / ``dense``, numbers in a sidecar file next to the preset:
+:func:`xbar.calibration.preset_file.write_preset`).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+from xbar.calibration.covariance import CovarianceChoice, CovarianceSelector
 from xbar.calibration.drift import DriftFitter
 from xbar.calibration.intervals import (
     PIVOT_DRAWS,
@@ -68,6 +75,7 @@ def fit(
     bootstrap: int = 200,
     seed: int = 0,
     bitflip_method: str = "closed",
+    compare_covariance: bool = True,
 ) -> FitResult:
     """Fit every measurement group of ``source`` (a file path or :class:`Measurements`).
 
@@ -79,6 +87,8 @@ def fit(
         decompose: subtract read-noise and correlated variance from programming sigmas.
         bootstrap, seed: bootstrap resamples (and seed) of the spatial-correlation intervals.
         bitflip_method: "closed" or "brentq" solution of Emonds Eq. 1.
+        compare_covariance: compare the Kronecker fit of /array_maps with low-rank and
+            dense covariances and write the best (False: Kronecker only).
     """
     m = source if isinstance(source, Measurements) else read_measurements(source)
     where = m.source_file or "<measurements>"
@@ -99,6 +109,7 @@ def fit(
     notes: list[str] = []
 
     prog = sel = read = drift = spatial = switching = None
+    covariance: CovarianceChoice | None = None
     if m.reads is not None:
         read = ReadNoiseFitter(confidence).fit(m.reads)
         left_out = sum(lv.censored_devices for lv in read.levels if not lv.censored_kept)
@@ -110,12 +121,26 @@ def fit(
     if m.array_maps is not None:
         spatial = SpatialFitter(bootstrap=bootstrap, seed=seed, confidence=confidence).fit(m.array_maps)
         if not spatial.detected:
-            notes.append("no spatial correlation detected in /array_maps (sigma 0); no [correlation] section")
+            notes.append("no spatial correlation detected in /array_maps by the Kronecker fit (sigma 0)")
         elif spatial.sigma_ci is not None:
             notes.append(
                 f"correlation intervals: studentized bootstrap over {spatial.n_maps} maps, approximate; with "
                 "8 maps of 32 x 64 they covered the truth in 85-93% of simulations (nominal 95%)"
             )
+        if compare_covariance:
+            covariance = CovarianceSelector(seed=seed).fit(m.array_maps, spatial)
+            if covariance is None:
+                notes.append("/array_maps: too few maps (< 4) or too many devices per map to compare covariance models")
+            else:
+                held = ", ".join(
+                    f"{k}{f' (k = {covariance.rank})' if k == 'low-rank' else ''} {v:.4g}"
+                    for k, v in covariance.heldout_loglik.items()
+                )
+                notes.append(
+                    f"/array_maps: {covariance.chosen} covariance chosen by held-out log-likelihood per map "
+                    f"({covariance.folds}-fold over maps): {held}"
+                )
+                notes.extend(f"/array_maps: {n}" for n in covariance.notes)
     if m.drift is not None:
         drift = DriftFitter(confidence, seed).fit(m.drift)
     if m.switching is not None:
@@ -125,8 +150,10 @@ def fit(
             raise InputError(f"{where}: /switching: {exc}") from None
 
     sigma_levels = sigma_ci = None
+    measured = covariance is not None and covariance.measured
+    corr_model = covariance if measured else spatial  # the correlated variance the preset holds
     if m.programming is not None:
-        correlated = spatial is not None and spatial.detected
+        correlated = (spatial is not None and spatial.detected) or measured
         prog = LevelNoiseFitter(confidence, correlated).fit(m.programming)
         sel = SigmaModelSelector(alpha, confidence).fit(m.programming)
         if prog.censored:
@@ -147,7 +174,7 @@ def fit(
                 f"mean_levels: the offsets of level(s) {zeroed} are not significant (interval contains 0); written as 0"
             )
         sigma_levels, sigma_ci = decompose_sigmas(
-            prog, sel, read if decompose else None, spatial if decompose else None, levels, confidence, seed
+            prog, sel, read if decompose else None, corr_model if decompose else None, levels, confidence, seed
         )
         if decompose and read is not None:
             notes.append("programming sigmas exclude the read noise of /reads")
@@ -170,6 +197,7 @@ def fit(
         read_noise=read,
         drift=drift,
         spatial=spatial,
+        covariance=covariance,
         switching=switching,
         options={
             "confidence": confidence,
@@ -179,6 +207,7 @@ def fit(
             "seed": seed,
             "bitflip_method": bitflip_method,
             "weight_bits": wb,
+            "compare_covariance": compare_covariance,
         },
     )
     preset = build_preset(
@@ -199,7 +228,7 @@ def decompose_sigmas(
     prog: ProgrammingFit,
     sel: SelectionResult,
     read: ReadNoiseFit | None,
-    spatial: SpatialFit | None,
+    spatial: SpatialFit | CovarianceChoice | None,
     levels: int,
     confidence: float,
     seed: int,
@@ -208,7 +237,8 @@ def decompose_sigmas(
 
     Point estimates ``sqrt(max(0, s^2 - sigma_read^2 - sigma_corr^2))``; intervals from pivot
     draws of every term (see :func:`xbar.calibration.intervals.sigma_difference_interval`).
-    ``read`` / ``spatial`` None subtract nothing (``decompose=False``).
+    ``read`` / ``spatial`` None subtract nothing (``decompose=False``); ``spatial`` is the
+    Kronecker fit or the chosen low-rank / dense covariance (its correlated variance).
     """
     if read is None and (spatial is None or not spatial.detected):  # nothing subtracted
         if sel.chosen == "uniform":
@@ -293,12 +323,29 @@ def build_preset(
         gof["selection_aic_uniform"] = _r(sel.aic_uniform, 8)
         gof["selection_aic_per_level"] = _r(sel.aic_per_level, 8)
     elif sp is not None:
-        d["programming"] = {"sigma_d": _r(sp.nugget_sigma), "level_multipliers": [1.0] * levels}
+        cv = r.get("covariance")
+        nugget = cv.nugget_sigma if cv is not None and cv.measured else sp.nugget_sigma
+        d["programming"] = {"sigma_d": _r(nugget), "level_multipliers": [1.0] * levels}
         notes.append("no /programming: sigma_d is the independent part of /array_maps")
 
     if sp is not None:
         samples["array_maps"] = int(sp.n_maps * sp.rows * sp.cols)
-    if sp is not None and sp.detected:
+    cv = r.get("covariance")
+    if cv is not None:
+        gof["correlation_model"] = cv.chosen
+        for k, v in cv.heldout_loglik.items():
+            gof[f"correlation_heldout_loglik_{k.replace('-', '_')}"] = _r(v, 8)
+        if cv.rank:
+            gof["correlation_low_rank_k"] = cv.rank
+    if cv is not None and cv.measured:
+        mean = cv.mean if prog is None else 0.0
+        d["correlation"] = {"kind": cv.chosen, "rows": cv.rows, "cols": cv.cols, "mean": _r(mean)}
+        if cv.chosen == "dense":
+            d["correlation"]["covariance"] = cv.covariance
+        else:
+            d["correlation"]["eigenvalues"] = cv.eigenvalues
+            d["correlation"]["eigenvectors"] = cv.eigenvectors
+    elif sp is not None and sp.detected:
         mean = sp.mean if prog is None else 0.0
         d["correlation"] = {
             "kind": "kronecker-exponential",

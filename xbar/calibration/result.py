@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from xbar.calibration.covariance import CovarianceChoice
 from xbar.calibration.drift import DriftFit
 from xbar.calibration.intervals import Interval
 from xbar.calibration.programming import ProgrammingFit
@@ -51,6 +52,7 @@ class FitResult:
     drift: DriftFit | None = None
     spatial: SpatialFit | None = None
     switching: SwitchingFit | None = None
+    covariance: CovarianceChoice | None = None
     notes: tuple[str, ...] = ()
     options: dict = field(default_factory=dict)
 
@@ -75,11 +77,11 @@ class FitResult:
             d["programming"] = self.programming.to_dict()
             d["programming"]["sigma_levels"] = list(self.sigma_levels)
             d["programming"]["sigma_levels_ci"] = [c.to_list() for c in self.sigma_levels_ci]
-        for name in ("selection", "read_noise", "drift", "spatial", "switching"):
+        for name in ("selection", "read_noise", "drift", "spatial", "covariance", "switching"):
             part = getattr(self, name)
             if part is not None:
                 d[name] = part.to_dict()
-        d["preset"] = self.preset_dict
+        d["preset"] = without_arrays(self.preset_dict)
         return _clean(d)
 
     def summary_rows(self) -> list[tuple[str, str, str, str]]:
@@ -122,6 +124,16 @@ class FitResult:
             rows.append(("correlation", "independent sigma", f(sp.nugget_sigma), ci(sp.nugget_sigma_ci)))
             if sp.spectrum:
                 rows.append(("correlation", "rank for 90% / 99%", f"{sp.spectrum['rank_90']} / {sp.spectrum['rank_99']}", ""))
+        if self.covariance is not None:
+            cv = self.covariance
+            for k, v in cv.heldout_loglik.items():
+                name = f"low-rank (k = {cv.rank})" if k == "low-rank" else k
+                mark = " <- chosen" if k == cv.chosen else ""
+                rows.append(("correlation", f"held-out log-lik / map, {name}{mark}", f"{v:.6g}", ""))
+            for k, v in cv.aic.items():
+                rows.append(("correlation", f"AIC {k} ({cv.params[k]} parameters)", f"{v:.6g}", ""))
+            for k, v in cv.frobenius_rel.items():
+                rows.append(("correlation", f"|Sigma - S|_F / |S|_F, {k}", f(v), ""))
         if self.switching is not None:
             sw = self.switching
             rows.append(("bitflip", "LRS median (ohm)", f(sw.lrs.median_ohm), ci(sw.lrs.mu_ln_ci.map(math.exp))))
@@ -131,6 +143,15 @@ class FitResult:
             rows.append(("bitflip", "threshold R_th (ohm)", f(sw.threshold_ohm), ""))
             rows.append(("bitflip", "p_bf (Emonds Eq. 1)", f(sw.p_bf), ci(sw.p_bf_ci)))
         return rows
+
+
+def without_arrays(preset_dict: dict) -> dict:
+    """The preset dictionary with a measured covariance's arrays replaced by their shapes (for JSON)."""
+    corr = preset_dict.get("correlation")
+    if not isinstance(corr, dict) or not any(hasattr(v, "shape") for v in corr.values()):
+        return preset_dict
+    slim = {k: (f"array {list(v.shape)} (in the sidecar file)" if hasattr(v, "shape") else v) for k, v in corr.items()}
+    return {**preset_dict, "correlation": slim}
 
 
 def format_table(rows: list[tuple[str, ...]], header: tuple[str, ...] = ("section", "quantity", "estimate", "95% interval")) -> str:

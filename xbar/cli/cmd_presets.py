@@ -44,7 +44,7 @@ def storage(preset) -> str:
 
 
 def _effects(data: dict[str, Any]) -> list[str]:
-    return [s for s in ("programming", "correlation", "read_noise", "drift", "bitflip") if s in data]
+    return [s for s in ("programming", "correlation", "read_noise", "drift", "bitflip", "weight_variation") if s in data]
 
 
 def summary(name: str) -> dict[str, Any]:

@@ -11,8 +11,10 @@ from xbar.devices.correlated import (
 )
 from xbar.devices.drift import DriftModel, ReadNoise
 from xbar.devices.families import FAMILIES, NoiseFamily
+from xbar.devices.measured import MeasuredCovariance
 from xbar.devices.model import DeviceModel, DeviceState, instance_generators
 from xbar.devices.programming import ProgrammingNoise, fefet_profile
+from xbar.devices.variation import RangeVariation
 
 __all__ = [
     "BitFlipModel",
@@ -25,8 +27,10 @@ __all__ = [
     "KroneckerCovariance",
     "KroneckerLowRank",
     "LowRankCovariance",
+    "MeasuredCovariance",
     "NoiseFamily",
     "ProgrammingNoise",
+    "RangeVariation",
     "ReadNoise",
     "exponential_kernel",
     "fefet_profile",

@@ -12,7 +12,9 @@ A correlated component N(mu, Sigma) on every device (same covariance for every
 slice and plane, independent between them) recombines like any level offset: its
 mean adds s sum_p sign_p sum_i 2^(iB) mu (zero for a differential pair) and its
 fluctuation adds s sqrt(sum_p sum_i 4^(iB)) eps with eps ~ N(0, Sigma) drawn in the
-crossbar layout of the layer. Non-Gaussian families, clipped (analog) conductances,
+crossbar layout of the layer (Sigma a Kronecker kernel or a measured dense / low-rank
+matrix). WVAT's weight variation (gamma sigma_v times the layer's range A) adds its
+variance to the independent part. Non-Gaussian families, clipped (analog) conductances,
 drift and read noise are sampled per device and recombined.
 """
 
@@ -28,8 +30,10 @@ from xbar.devices.bitflip import BitFlipModel, flip_bits
 from xbar.devices.correlated import KroneckerCovariance
 from xbar.devices.drift import DriftModel, ReadNoise
 from xbar.devices.families import NoiseFamily
+from xbar.devices.measured import MeasuredCovariance
 from xbar.devices.programming import ProgrammingNoise, lookup
 from xbar.devices.scratch import scratch
+from xbar.devices.variation import RangeVariation
 from xbar.mapping import MappingConfig, crossbar_matrix, quantize, slice_weights, straight_through
 from xbar.mapping.slicing import level_sign, recombine, slice_codes
 
@@ -94,12 +98,13 @@ class DeviceModel:
 
     mapping: MappingConfig = field(default_factory=MappingConfig)
     programming: ProgrammingNoise | None = None
-    correlation: KroneckerCovariance | None = None
+    correlation: KroneckerCovariance | MeasuredCovariance | None = None
     injection: NoiseFamily = field(default_factory=NoiseFamily)
     read_noise: ReadNoise | None = None
     drift: DriftModel | None = None
     bitflip: BitFlipModel | None = None
     bitflip_targets: tuple[str, ...] = ("weights",)
+    variation: RangeVariation | None = None
     _tables: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -127,7 +132,13 @@ class DeviceModel:
             (prog is None or (prog.is_zero and not prog.has_offsets))
             and (self.correlation is None or (self.correlation.sigma == 0 and self.correlation.mean == 0))
             and self.bitflip is None
+            and not self._varies
         )
+
+    @property
+    def _varies(self) -> bool:
+        """A weight variation relative to the layer range (WVAT) is present and non-zero."""
+        return self.variation is not None and not self.variation.is_zero
 
     def target(self, weights: torch.Tensor) -> torch.Tensor:
         """The noise-free stored weights (H-bit quantized; unchanged for analog storage)."""
@@ -181,13 +192,19 @@ class DeviceModel:
         return self._tables[key]
 
     def weight_std(self, weights: torch.Tensor, sigma_scale: float = 1.0) -> torch.Tensor:
-        """Closed-form std of the independent programming noise of each weight (Eq. 14)."""
+        """Closed-form std of the independent noise of each weight: programming noise (Eq. 14)
+        and, with a ``[weight_variation]``, WVAT's gamma sigma_v A of the layer, added in variance."""
         prog = self.programming
-        if prog is None or prog.is_zero:
-            return torch.zeros_like(weights)
         w = weights.detach()
-        q, s = quantize(w, self.mapping)
-        return self._level_std(w, q) * (s * sigma_scale)
+        if prog is None or prog.is_zero:
+            std = torch.zeros_like(w)
+        else:
+            q, s = quantize(w, self.mapping)
+            std = self._level_std(w, q) * (s * sigma_scale)
+        if self._varies:
+            v = self.variation.std(w) * sigma_scale
+            std = std.square_().add_(v * v).sqrt_() if prog is not None and not prog.is_zero else std.fill_(v)
+        return std
 
     def _level_std(self, w: torch.Tensor, q: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """Eq. 14 std in level steps of codes ``q`` (a table lookup; per device for analog storage).
@@ -261,7 +278,7 @@ class DeviceModel:
 
     def _device_field(
         self,
-        c: KroneckerCovariance,
+        c: KroneckerCovariance | MeasuredCovariance,
         w: torch.Tensor,
         n: int,
         generator: torch.Generator | None,
@@ -343,6 +360,9 @@ class DeviceModel:
         """Program ``n`` instances device by device (needed for drift, read noise, clipping).
 
         Every device gets its own draw of the correlated field N(mu, Sigma) (DAT III-A).
+        A ``[weight_variation]`` becomes an independent field on every device with std
+        gamma sigma_v A / (s sqrt(sum_p sum_i 4^(iB))), so that it recombines to WVAT's
+        per-weight std (before any clipping of analog conductances).
         """
         weights = weights.detach()
         n, seeds = _instance_count(n, seeds)
@@ -350,6 +370,7 @@ class DeviceModel:
         lv = slice_weights(weights, cfg)
         target = lv.levels
         corr = self.correlation
+        vary = self.variation.std(weights) / (lv.scale * self.fluctuation_gain) if self._varies else None
 
         def draw(k: int, gen: torch.Generator | None) -> torch.Tensor:
             field = None
@@ -358,6 +379,9 @@ class DeviceModel:
                 field = f.reshape(k, cfg.planes, cfg.slices, *weights.shape)
             elif corr is not None and corr.mean != 0:
                 field = corr.mean  # no fluctuation: the same offset on every device
+            if vary is not None:
+                v = vary * torch.randn((k, *target.shape), generator=gen, device=target.device, dtype=target.dtype)
+                field = v if field is None else v.add_(field)
             prog, nu = self.program_levels(target.expand(k, *target.shape), gen, field)
             return prog if nu is None else torch.stack([prog, nu], dim=1)
 
@@ -523,6 +547,10 @@ class DeviceModel:
             stored.mul_(s).add_(w)
         else:
             stored.add_(q).mul_(s)
+        if self._varies and sigma_scale != 0:  # WVAT's HSV, weight units (Eq. 1)
+            v = torch.randn(w.shape, generator=generator, device=w.device, dtype=w.dtype)
+            v.mul_(self.variation.std(w) * sigma_scale)
+            stored = stored + v if stored is w else stored.add_(v)
         if self.stores_bit_patterns:
             stored = flip_bits(stored, self.bitflip, generator=generator)
         return stored, q, s

@@ -10,6 +10,7 @@ import dataclasses
 import math
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from xbar.devices import (
@@ -20,6 +21,8 @@ from xbar.devices import (
     ProgrammingNoise,
     ReadNoise,
 )
+from xbar.devices.measured import MeasuredCovariance
+from xbar.devices.variation import RangeVariation
 from xbar.errors import InputError
 from xbar.mapping import MappingConfig
 
@@ -43,9 +46,11 @@ SECTIONS: dict[str, Any] = {
     "read_noise": ReadNoise,
     "drift": DriftModel,
     "bitflip": None,  # resolved lazily (BitFlipModel)
+    "weight_variation": RangeVariation,
 }
 RENAMES = {"injection": {"family": "kind"}, "correlation": {"kind": None}, "bitflip": {"targets": None}}
-CORRELATION_KINDS = ("kronecker-exponential",)
+CORRELATION_KINDS = ("kronecker-exponential", "dense", "low-rank")
+MEASURED_KINDS = ("dense", "low-rank")  # a measured covariance (xbar.presets.covariance)
 
 
 # Physical bounds of every numeric field, (section, TOML key) -> (low, high, unit): a value
@@ -194,10 +199,20 @@ def _section_message(name: str, cls, msg: str) -> str:
     return f"[{name}] {msg}"
 
 
-def build_section(name: str, table: dict[str, Any], origin: str) -> Any:
-    """Validate one TOML table and build its device object."""
+def build_section(
+    name: str, table: dict[str, Any], origin: str, mapping: MappingConfig | None = None, base_dir: Path | None = None
+) -> Any:
+    """Validate one TOML table and build its device object.
+
+    A measured ``[correlation]`` (kind dense / low-rank) needs the ``mapping`` (its tile)
+    and ``base_dir``, the directory its sidecar file is named relative to.
+    """
     if not isinstance(table, dict):
         raise InputError(f"{origin}: [{name}] must be a table")
+    if name == "correlation" and table.get("kind") in MEASURED_KINDS:
+        from xbar.presets.covariance import build_measured
+
+        return build_measured(table, mapping or MappingConfig(), origin, base_dir)
     cls = _section_class(name)
     fields = _fields(cls)
     renames = RENAMES.get(name, {})
@@ -233,8 +248,15 @@ def build_section(name: str, table: dict[str, Any], origin: str) -> Any:
     return obj
 
 
-def section_to_table(name: str, obj: Any) -> dict[str, Any]:
-    """The TOML table of a device object, omitting fields left at their defaults."""
+def section_to_table(name: str, obj: Any, relative_to: Path | None = None) -> dict[str, Any]:
+    """The TOML table of a device object, omitting fields left at their defaults.
+
+    A measured covariance names its sidecar relative to ``relative_to`` when it lies below it.
+    """
+    if isinstance(obj, MeasuredCovariance):
+        from xbar.presets.covariance import to_table
+
+        return to_table(obj, relative_to)
     out: dict[str, Any] = {}
     inverse = {v: k for k, v in RENAMES.get(name, {}).items() if v}
     for f in dataclasses.fields(obj):
@@ -259,17 +281,21 @@ class Preset:
     description: str = ""
     source: str = ""
     programming: ProgrammingNoise | None = None
-    correlation: KroneckerCovariance | None = None
+    correlation: KroneckerCovariance | MeasuredCovariance | None = None
     injection: NoiseFamily | None = None
     read_noise: ReadNoise | None = None
     drift: DriftModel | None = None
     bitflip: Any = None
     bitflip_targets: tuple[str, ...] = ("weights",)
     provenance: dict[str, Any] = field(default_factory=dict)
+    weight_variation: RangeVariation | None = None
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], origin: str = "<preset>") -> Preset:
-        """Validate a parsed TOML document; raises InputError with one line."""
+    def from_dict(cls, data: dict[str, Any], origin: str = "<preset>", base_dir: str | Path | None = None) -> Preset:
+        """Validate a parsed TOML document; raises InputError with one line.
+
+        ``base_dir``: the directory a ``[correlation].file`` is relative to (the preset file's).
+        """
         if not isinstance(data, dict):
             raise InputError(f"{origin}: expected a TOML table at the top level")
         if data.get("schema", SCHEMA) != SCHEMA:
@@ -291,7 +317,11 @@ class Preset:
                 raise InputError(f"{origin}: {key}: expected a string")
         if "mapping" not in data:
             raise InputError(f"{origin}: [mapping]: missing; every preset needs a [mapping] section")
-        parts = {s: build_section(s, data[s], origin) for s in SECTIONS if s in data}
+        parts: dict[str, Any] = {}
+        base = Path(base_dir) if base_dir is not None else None
+        for s in SECTIONS:
+            if s in data:
+                parts[s] = build_section(s, data[s], origin, parts.get("mapping"), base)
         prov = data.get("provenance", {})
         if not isinstance(prov, dict):
             raise InputError(f"{origin}: [provenance] must be a table")
@@ -317,7 +347,8 @@ class Preset:
             raise InputError(f"{origin}: {exc}") from None
         return preset
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, relative_to: str | Path | None = None) -> dict[str, Any]:
+        """The TOML document; a sidecar file is named relative to ``relative_to`` if below it (else absolute)."""
         out: dict[str, Any] = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "name": self.name}
         if self.description:
             out["description"] = self.description
@@ -326,7 +357,7 @@ class Preset:
         for s in SECTIONS:
             obj = getattr(self, s)
             if obj is not None:
-                out[s] = section_to_table(s, obj)
+                out[s] = section_to_table(s, obj, None if relative_to is None else Path(relative_to))
         if self.bitflip is not None:
             out["bitflip"]["targets"] = list(self.bitflip_targets)
         if self.provenance:
@@ -354,6 +385,7 @@ class Preset:
             drift=self.drift,
             bitflip=self.bitflip,
             bitflip_targets=self.bitflip_targets,
+            variation=self.weight_variation,
         )
 
     def to_aihwkit(self, rpu_config_class: Any = None) -> Any:

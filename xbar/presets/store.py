@@ -60,7 +60,9 @@ def load(name_or_path: str | os.PathLike | Preset, **overrides: Any) -> Preset:
         else:
             shown = key if len(key) <= 80 else key[:77] + "..."
             raise InputError(f"preset {shown!r}: not a shipped preset ({', '.join(sorted(shipped))}) nor a .toml file")
-        preset = Preset.from_dict(read_toml(path), origin=str(path if key not in shipped else f"preset {key}"))
+        preset = Preset.from_dict(
+            read_toml(path), origin=str(path if key not in shipped else f"preset {key}"), base_dir=path.parent
+        )
     return preset.with_overrides(**overrides) if overrides else preset
 
 
@@ -72,12 +74,14 @@ def _exists(path: str) -> bool:
         return False
 
 
-def dumps(preset: Preset) -> str:
-    return tomli_w.dumps(preset.to_dict())
+def dumps(preset: Preset, relative_to: str | os.PathLike | None = None) -> str:
+    """The TOML text; a covariance sidecar below ``relative_to`` is named relative to it."""
+    return tomli_w.dumps(preset.to_dict(relative_to))
 
 
 def save(preset: Preset, path: str | os.PathLike, force: bool = False) -> Path:
     """Write ``preset`` as TOML atomically; refuses to overwrite unless ``force``."""
-    text = dumps(preset)
-    Preset.from_dict(tomllib.loads(text), origin=str(path))  # what we write must load back
+    parent = Path(path).parent
+    text = dumps(preset, relative_to=parent)
+    Preset.from_dict(tomllib.loads(text), origin=str(path), base_dir=parent)  # what we write must load back
     return atomic_write_text(path, text, force=force)

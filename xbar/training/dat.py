@@ -1,10 +1,12 @@
 """Device-Aware Training (DAT, Park et al., Algorithm 1): DAT-Fast and DAT-Full.
 
 Noise profile (Sec. III-A): N(mu, Sigma) per device-stored weight tensor, in weight
-units, from the preset: the correlated component (``KroneckerCovariance``, one
+units, from the preset: the correlated component (``KroneckerCovariance``, or a
+covariance measured on the device, ``MeasuredCovariance`` dense / low-rank, one
 independent draw per crossbar tile, scaled into weight units exactly as
 ``DeviceModel.correlated_field`` does) plus the independent per-weight programming
-noise (``DeviceModel.weight_std``, a diagonal covariance) and the per-level mean
+noise (``DeviceModel.weight_std``, a diagonal covariance, with any WVAT weight
+variation of the preset) and the per-level mean
 shift (mu). Each step (lines 5-14):
 
     g_t   = grad L(w_t)

@@ -15,6 +15,9 @@
   wrapped optimizer's update, which then applies eta grad L(w + w_v) to them:
   identical for SGD, and the tiles' clipping sees the clean weights.
 - SWA on top (``xbar.training.swa``) is the trainer's job (``swa=True``).
+
+The range A and the HSV std are defined once, in :mod:`xbar.devices.variation`, which
+also makes them a device model (the ``[weight_variation]`` preset section).
 """
 
 from __future__ import annotations
@@ -23,18 +26,9 @@ from collections.abc import Sequence
 
 import torch
 
+from xbar.devices.variation import hsv_sigma, layer_range
 from xbar.training.base import Closure, WrappedOptimizer
 from xbar.training.params import NoisyParam, forward_weights, grads
-
-
-def layer_range(w: torch.Tensor) -> float:
-    """Width of A = [mu - 3 std, mu + 3 std] of a layer's weights: 6 std."""
-    return 6.0 * float(w.detach().float().std(unbiased=False))
-
-
-def hsv_sigma(w: torch.Tensor, sigma_v: float, gamma: float) -> float:
-    """Std of the hardware-simulated variation of one layer: gamma * sigma_v * A."""
-    return gamma * sigma_v * layer_range(w)
 
 
 class WVAT(WrappedOptimizer):
@@ -133,3 +127,6 @@ class WVAT(WrappedOptimizer):
         # leaving the block is the weight reverse (exact restore); then w <- w - eta grad L(w + w_v)
         self.optimizer.step()
         return loss
+
+
+__all__ = ["WVAT", "hsv_sigma", "layer_range"]
