@@ -95,6 +95,8 @@ BOUNDS: dict[tuple[str, str], tuple[Any, float, str]] = {
     ("drift", "nu_std_clip"): (0, 1, "(drift exponent)"),
     ("drift", "scale"): (0, 100, "x"),
     ("drift", "nu_points_uS"): (0, 1e4, "uS"),
+    ("weight_variation", "sigma_v"): (0, 1, "(fraction of the layer's weight range A)"),
+    ("weight_variation", "gamma"): (0, 10, "(range coefficient)"),
     ("bitflip", "p_0to1"): (0, 1, "(probability)"),
     ("bitflip", "p_1to0"): (0, 1, "(probability)"),
 }
