@@ -123,3 +123,23 @@ def test_train_records_the_changed_preset_and_refuses_a_bad_one(tmp_path: Path, 
         assert main([*base, "--set", "programming.sigma_d=0.3", "--out", str(run)]) == 0
     spec = json.loads((run / "manifest.json").read_text())["preset_spec"]
     assert spec["programming"]["sigma_d"] == 0.3 and spec["programming"]["level_multipliers"] == [1.0, 2.0, 2.0, 1.0]
+
+
+def test_every_command_with_preset_takes_set():
+    """``--set`` is offered wherever ``--preset`` is (nested subcommands such as ``hil program`` too)."""
+    import argparse
+
+    from xbar.cli import build_parser
+
+    def parsers(p: argparse.ArgumentParser, name: str):
+        yield name, p
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub_name, sub in action.choices.items():
+                    yield from parsers(sub, f"{name} {sub_name}")
+
+    with_preset = {name: p for name, p in parsers(build_parser(), "xbar")
+                   if "--preset" in p._option_string_actions}
+    assert {"xbar train", "xbar eval", "xbar convert", "xbar hil program", "xbar hil finetune"} <= set(with_preset)
+    missing = [name for name, p in with_preset.items() if "--set" not in p._option_string_actions]
+    assert not missing, missing

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from xbar.cli import _studies as S
-from xbar.cli.common import add_study_args, positive_float, positive_int
+from xbar.cli.common import add_preset_overrides, add_study_args, positive_float, positive_int
 from xbar.cli.tables import format_table
 from xbar.errors import InputError
 
@@ -51,6 +51,7 @@ def _common(q: argparse.ArgumentParser) -> None:
     q.add_argument("checkpoint", metavar="CHECKPOINT", help="xbar train run directory, or a state-dict file with --model")
     q.add_argument("--backend", default="emulated", help=f"the chip: {BACKENDS} (default: emulated, the network's preset)")
     q.add_argument("--preset", help="the preset the network was trained for (default: the run's); sets the mapping")
+    add_preset_overrides(q)
     q.add_argument("--record", metavar="FILE.h5", help="record every chip call into this measurement file")
     q.add_argument("--fit-report", action="store_true",
                    help="fit the recording (--record, or the replayed file) and compare the chip with the preset per level")
