@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.test_evaluation_helpers import digits, lenet, one_thread
+from tests.helpers import digits, lenet, one_thread
 from xbar.devices.bitflip import BitFlipModel
 from xbar.evaluation import (
     BitflipEngine,

@@ -66,7 +66,7 @@ def load_checkpoint(args: argparse.Namespace, path: str | None = None):
     model, info = load_model(path or args.checkpoint, args.model, args.data)
     bits = args.act_bits if args.act_bits is not None else info.get("act_bits")
     if bits:
-        from xbar.training.quant import quantize_activations
+        from xbar.mapping import quantize_activations
 
         try:
             quantize_activations(model, int(bits))

@@ -32,7 +32,6 @@ from xbar.data.seeded import SeededSamples
 from xbar.errors import InputError
 from xbar.training.base import WrappedOptimizer, set_lr
 from xbar.training.checkpoint import load_tensors, rng_state, set_rng_state, tensor_state
-from xbar.training.mc import accuracy
 from xbar.training.params import NoisyParam, derive_seed, forward_weights
 from xbar.training.swa import SWA, has_batch_norm
 from xbar.training.trice import TRICE
@@ -275,6 +274,16 @@ def all_finite(tensors: list[torch.Tensor]) -> bool:
 
 
 @torch.no_grad()
+@torch.no_grad()
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2048) -> float:
+    """Top-1 accuracy of ``model`` on the tensors ``x``, ``y``."""
+    correct = 0
+    for i in range(0, x.shape[0], batch_size):
+        out = model(x[i : i + batch_size])
+        correct += int((out.argmax(1) == y[i : i + batch_size]).sum())
+    return correct / max(1, x.shape[0])
+
+
 def clean_accuracy(model: nn.Module, targets: list[NoisyParam], x: torch.Tensor, y: torch.Tensor) -> float:
     """Accuracy with the noise-free stored (quantized) weights, eval mode."""
     was = model.training
