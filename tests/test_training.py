@@ -423,7 +423,7 @@ def test_sam_step_matches_manual_two_pass(fefet2, batch):
 # ------------------------------------------------------------------------- SWA
 def test_swa_is_the_mean_of_epoch_end_weights():
     m = tiny()
-    swa = SWA(m, start=1, swa_lr=0.01)
+    swa = SWA(m, start=1)
     seen = []
     for epoch in range(4):
         with torch.no_grad():
@@ -432,7 +432,7 @@ def test_swa_is_the_mean_of_epoch_end_weights():
         if swa.active(epoch):
             swa.update(m)
             seen.append(copy.deepcopy(m.state_dict()))
-    avg = swa.finalize(None)
+    avg = swa.averaged.module
     for k, v in avg.state_dict().items():
         torch.testing.assert_close(v, torch.stack([s[k] for s in seen]).mean(0))
     assert swa.n_averaged == 3

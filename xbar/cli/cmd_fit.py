@@ -189,9 +189,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _validate(text: str, out: Path) -> None:
-    """The written preset must load back through ``xbar.presets`` (when it is available)."""
-    try:
-        from xbar.presets import Preset
-    except ImportError:  # pragma: no cover - presets is part of the package
-        return
+    """The written preset must load back through ``xbar.presets``."""
+    from xbar.presets import Preset
+
     Preset.from_dict(tomllib.loads(text), origin=str(out))

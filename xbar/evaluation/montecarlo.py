@@ -84,10 +84,8 @@ def resolve_model(model: nn.Module, preset=None) -> tuple[nn.Module, DeviceModel
 def digital_model(model: nn.Module) -> nn.Module:
     """``model`` with every aihwkit analog Linear/Conv layer replaced by a plain one holding its
     tile weights (``get_weights()``); the model itself when it has none."""
-    try:
-        from aihwkit.nn.modules.base import AnalogLayerBase
-    except ImportError:  # pragma: no cover - aihwkit is a dependency
-        return model
+    from aihwkit.nn.modules.base import AnalogLayerBase
+
     analog = [(n, m) for n, m in model.named_modules() if isinstance(m, AnalogLayerBase) and n]
     analog = [(n, m) for n, m in analog if isinstance(m, nn.Linear | nn.modules.conv._ConvNd)]
     if not analog:

@@ -686,7 +686,7 @@ def _build_runner(algo, model, preset, h, epochs, seed, dev, train_b, model_name
     if algo == "sgd" or algo == "swa":
         step = NoiseInjection(opt, targets, None, 0.0, None, model)
         if algo == "swa":
-            swa = SWA(model, int(math.floor(h["swa_start"] * epochs)), h["swa_lr"])
+            swa = SWA(model, int(math.floor(h["swa_start"] * epochs)))
     elif algo == "noise":
         step = NoiseInjection(opt, targets, family, h["sigma_scale"], gen(), model)
     elif algo in ("dat-fast", "dat-full"):
@@ -700,7 +700,7 @@ def _build_runner(algo, model, preset, h, epochs, seed, dev, train_b, model_name
     elif algo == "wvat":
         step = WVAT(opt, targets, h["sigma_v"], h["gamma"], h["w_th"], h["alpha"], h["p"], others, gen())
         if h["swa"]:
-            swa = SWA(model, int(math.floor(h["swa_start"] * epochs)), h["swa_lr"])
+            swa = SWA(model, int(math.floor(h["swa_start"] * epochs)))
     elif algo == "sam":
         step = SAM(opt, targets + others, h["rho"])
     else:  # pragma: no cover - check_algo guards
