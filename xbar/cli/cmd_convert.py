@@ -24,9 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "optionally save the converted state (tensors only) plus a JSON manifest.",
     )
     p.add_argument("target", nargs="?", metavar="MODEL_OR_CHECKPOINT", help="model name, a checkpoint file (then --model names the model unless a manifest lies next to it) or an `xbar train` run directory")
-    from xbar import models
-
-    p.add_argument("--model", help=f"model name: {', '.join(models.names())}")
+    p.add_argument("--model", help="model name of the zoo (lenet, mlp, cnn6, vgg8, resnet18, ...; "
+                   "an unknown name is refused with the full list)")
     p.add_argument("--checkpoint", help="tensors-only state dict to load into the model before converting")
     p.add_argument("--preset", required=True, help="shipped preset name or preset TOML file")
     p.add_argument("--in-channels", type=positive_int, help="input channels (default: the model's natural input)")
