@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import math
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from xbar.evaluation import kpp as _kpp
 from xbar.evaluation.batched import StackedModel, as_batches, evaluate
 from xbar.evaluation.distributed import Dist, context
 from xbar.evaluation.streams import BIAS, PROGRAM, instance_seeds
+from xbar.progress import progress_bar
 
 __all__ = [
     "HIGHER_IS_BETTER",
@@ -129,9 +129,7 @@ def metric_arrays(raw: dict[str, torch.Tensor], metrics: Sequence[str]) -> dict[
 
 
 def _progress(total: int, desc: str, enabled: bool, dist: Dist):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="inst", disable=not (enabled and dist.is_main and sys.stderr.isatty()))
+    return progress_bar(total, desc, enabled and dist.is_main, unit="inst")
 
 
 def run_instances(

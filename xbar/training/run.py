@@ -96,7 +96,7 @@ COMMON: dict[str, Hyper] = {
     "eval_mc": Hyper(int, 0, "Monte Carlo instances for the per-epoch test KPP (0: none)"),
     "eval_q": Hyper(float, 0.01, "percentile q of the reported KPP (0.01: 1st percentile)"),
     "data_root": Hyper(str, None, "directory of MNIST/CIFAR files"),
-    "progress": Hyper(bool, None, "tqdm progress bar (default: when stderr is a terminal)"),
+    "progress": Hyper(bool, None, "a line per epoch on stderr and a bar within it (default; False: silent)"),
 }
 
 ALGO_HYPER: dict[str, dict[str, Hyper]] = {

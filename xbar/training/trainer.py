@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from xbar.data.seeded import SeededSamples
 from xbar.errors import InputError
+from xbar.progress import progress_bar
 from xbar.training.base import WrappedOptimizer, set_lr
 from xbar.training.checkpoint import load_tensors, rng_state, set_rng_state, tensor_state
 from xbar.training.params import NoisyParam, derive_seed, forward_weights
@@ -284,6 +285,18 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     return correct / max(1, x.shape[0])
 
 
+def epoch_line(metrics: dict[str, Any], epochs: int) -> str:
+    """The line a finished epoch leaves on stderr: loss, accuracies and the KPPs it computed."""
+    parts = [f"epoch {metrics['epoch']}/{epochs}", f"loss {metrics['train_loss']:.4f}",
+             f"train acc {metrics['train_acc']:.4f}", f"test acc {metrics['test_acc']:.4f}"]
+    if "test_kpp" in metrics:
+        parts.append(f"test KPP({100 * metrics['kpp_q']:g}%) {metrics['test_kpp']:.4f}")
+    if "trice_kpp" in metrics:
+        parts.append("TRICE KPP left/mid/right " + "/".join(f"{v:.4f}" for v in metrics["trice_kpp"]))
+    parts.append(f"{metrics['time_s']:.1f} s")
+    return "  ".join(parts)
+
+
 def clean_accuracy(model: nn.Module, targets: list[NoisyParam], x: torch.Tensor, y: torch.Tensor) -> float:
     """Accuracy with the noise-free stored (quantized) weights, eval mode."""
     was = model.training
@@ -307,7 +320,8 @@ class Trainer:
         checkpoint: called with the full state at every checkpoint.
         on_epoch: called with the history after every epoch.
         checkpoint_every: also checkpoint every this many steps inside an epoch (0: epoch ends only).
-        progress: show a tqdm bar (default: only when stderr is a terminal).
+        progress: report on stderr (default True): one line per epoch (:func:`epoch_line`), also
+            when stderr is not a terminal, and a bar within the epoch (``xbar.progress``); False: silent.
     """
 
     def __init__(
@@ -333,7 +347,7 @@ class Trainer:
         self.checkpoint = checkpoint
         self.on_epoch = on_epoch
         self.checkpoint_every = int(checkpoint_every)
-        self.progress = sys.stderr.isatty() if progress is None else progress
+        self.progress = progress is not False
         self.history: list[dict[str, Any]] = []
         self.epoch = 0
         self.batch = 0
@@ -398,9 +412,7 @@ class Trainer:
             order = epoch_order(n, self.seed, epoch)
             bar = None
             if self.progress:
-                from tqdm import tqdm
-
-                bar = tqdm(total=per_epoch, initial=self.batch, desc=f"epoch {epoch + 1}/{self.epochs}", leave=False)
+                bar = progress_bar(per_epoch, f"epoch {epoch + 1}/{self.epochs}", initial=self.batch, leave=False)
             try:
                 batches = self.train_data.batches(order, self.batch_size, self.batch,
                                                   derive_seed(self.seed, "batches", epoch))
@@ -414,7 +426,7 @@ class Trainer:
                     self.global_step += 1
                     if bar is not None:
                         bar.update(1)
-                        bar.set_postfix(loss=f"{self.sums[0] / max(1, self.sums[2]):.3f}")
+                        bar.set_postfix(loss=f"{self.sums[0] / max(1, self.sums[2]):.3f}", refresh=False)
                     if self.checkpoint_every and self.global_step % self.checkpoint_every == 0 and self.batch < per_epoch:
                         self.elapsed += time.perf_counter() - t0
                         t0 = time.perf_counter()
@@ -441,6 +453,8 @@ class Trainer:
             self.elapsed += time.perf_counter() - t0
             metrics["time_s"] = self.elapsed
             self.history.append(metrics)
+            if self.progress:
+                print(epoch_line(metrics, self.epochs), file=sys.stderr, flush=True)
             self.epoch += 1
             self.batch = 0
             self.sums = [0.0, 0, 0]
