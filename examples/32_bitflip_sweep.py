@@ -12,7 +12,7 @@ Plots of every sweep with its fitted curve go to --out.
 
 The default grid (7 sweeps of 15 p values x 2 instances x 200 digits) keeps it to a few
 minutes; ``--repeats 5 --images 1000 --masks 1,2,4,9`` is the paper's fuller grid (about
-ten times longer).
+fifteen times longer).
 
 Usage: ``.venv/bin/python examples/32_bitflip_sweep.py [--out DIR] [--repeats R] [--images N] [--masks 2,9]``
 """
