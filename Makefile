@@ -16,6 +16,7 @@ demo: $(STAMP)
 	$(VENV)/bin/xbar demo
 
 test: $(STAMP)
+	$(VENV)/bin/lint-imports --no-cache --no-logo
 	$(PY) -m pytest -q -x --timeout=600 tests
 
 bench: $(STAMP)
@@ -24,6 +25,7 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check xbar tests benchmarks examples
+	$(VENV)/bin/lint-imports --no-cache --no-logo
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from xbar import data, presets
+from xbar.mapping import quantize_activations
 from xbar.models import build
 from xbar.training import (
     DAT,
@@ -44,7 +45,6 @@ from xbar.training import (
     NoiseInjection,
     noisy_parameters,
     other_parameters,
-    quantize_activations,
     train,
 )
 
@@ -184,7 +184,8 @@ def robustness(sigma_d: float, epochs: int, mc: int, device: str) -> dict:
 
 def robustness_dat(epochs: int, mc: int, device: str) -> dict:
     """DAT's own set-up: correlated ReRAM noise on the last FC layer, beta = 0.015 (DAT Sec. IV)."""
-    from xbar.training import forward_weights, kpp_of, monte_carlo_accuracy
+    from xbar.evaluation import monte_carlo
+    from xbar.training import forward_weights
     from xbar.training.trainer import Batches
 
     overrides = {"correlation.sigma": 1.0, "sigma_d": 0.5}
@@ -197,13 +198,13 @@ def robustness_dat(epochs: int, mc: int, device: str) -> dict:
                             schedule="cosine", progress=False, device=device)
         secs = time.perf_counter() - t0
         targets = noisy_parameters(model, preset)
-        with forward_weights(targets[:-1]):
-            accs = monte_carlo_accuracy(model, targets[-1:], x.to(device), y.to(device), mc,
-                                        torch.Generator(device=device).manual_seed(1))
+        with forward_weights(targets[:-1]):  # the other layers hold their clean stored weights
+            res = monte_carlo(model, (x, y), preset, n=mc, seed=1, layers=[targets[-1].name.rpartition(".")[0]],
+                              metrics=("accuracy",), progress=False, device=device, rule="trice")
         out[algo] = {
             "clean_acc": round(hist[-1]["test_acc"], 4),
-            "mc_mean_acc": round(float(accs.mean()), 4),
-            "kpp1": round(kpp_of(accs, 0.01), 4),
+            "mc_mean_acc": round(res.mean, 4),
+            "kpp1": round(res.kpp(1.0), 4),
             "train_s": round(secs, 1),
         }
     return {"model": "lenet", "data": "digits", "preset": "reram-correlated-a", "overrides": overrides,

@@ -3,8 +3,7 @@
 
 1. Fit a device preset from a measurement file (``xbar.calibration.fit``).
 2. Train LeNet on the 4,000 training images of the 5,000 bundled MNIST digits with
-   noise injection from that preset (``xbar.training.train`` when present, else a short SGD loop with
-   ``DeviceModel.inject_noise``).
+   noise injection from that preset (``xbar.training.train``).
 3. Evaluate it with its stored (quantized, noise-free) weights.
 4. Program it through an emulated chip that behaves like the fitted preset, once with
    one pulse per device and once with write-verify, read the conductances back and
@@ -46,46 +45,15 @@ def fit_preset(path: Path):
 def train_model(preset, epochs: int, seed: int) -> tuple[nn.Module, torch.utils.data.Dataset]:
     """LeNet trained with noise injection from ``preset``; returns (model, test set)."""
     from xbar import data
+    from xbar.training import train
 
     split = data.load("mnist5k", seed=seed)
-    try:
-        from xbar.training import train
-    except ImportError:
-        return _train_fallback(preset, split, epochs, seed), split.test
     model, history = train(
         "lenet", "mnist5k", preset, "noise", epochs=epochs, seed=seed, lr=0.05, batch_size=64, progress=False
     )
     for row in history:
         print("  epoch", {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
     return model, split.test
-
-
-def _train_fallback(preset, split, epochs: int, seed: int) -> nn.Module:
-    """Plain SGD; every step sees the stored weights plus one draw of the device noise (TRICE Alg. 1)."""
-    from xbar import models
-
-    torch.manual_seed(seed)
-    model = models.build("lenet")
-    dm = preset.device_model()
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    gen = torch.Generator().manual_seed(seed)
-    weights = [p for _, p in hil.weight_parameters(model)]
-    loader = torch.utils.data.DataLoader(split.train, batch_size=64, shuffle=True, generator=gen)
-    for epoch in range(epochs):
-        for x, y in loader:
-            clean = [w.detach().clone() for w in weights]
-            with torch.no_grad():
-                for w in weights:
-                    w.copy_(dm.target(w) + dm.inject_noise(w, generator=gen))
-            loss = nn.functional.cross_entropy(model(x), y)
-            opt.zero_grad()
-            loss.backward()
-            with torch.no_grad():  # the gradient of the noisy loss updates the clean weights
-                for w, c in zip(weights, clean):
-                    w.copy_(c)
-            opt.step()
-        print(f"  epoch {epoch}: loss {loss.item():.3f}")
-    return model
 
 
 def stored(model: nn.Module, preset) -> nn.Module:

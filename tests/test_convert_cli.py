@@ -95,7 +95,7 @@ def test_convert_rejects_a_mismatched_or_pickled_checkpoint(tmp_path: Path, caps
 
 
 def test_convert_takes_a_train_run_with_its_sizes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from tests.test_evaluation_helpers import write_run
+    from tests.helpers import write_run
 
     model = models.build("lenet", in_channels=1, num_classes=10, image_size=8)
     run = write_run(tmp_path / "run", model)

@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from tests.test_evaluation_helpers import digits, lenet, one_thread, write_run
+from tests.helpers import digits, lenet, one_thread, write_run
 from xbar import models
 from xbar.evaluation import bitflip_sweep, drift_study, monte_carlo
 

@@ -19,8 +19,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from tests.helpers import one_thread
 from tests.test_distributed import _free_port
-from tests.test_evaluation_helpers import one_thread
 from tests.write_audit import record_writes
 from xbar.evaluation.distributed import Dist
 from xbar.training import WVAT, Batches, StepRunner, train

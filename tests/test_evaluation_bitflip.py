@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tests.conftest import gpu_waits
-from tests.test_evaluation_helpers import digits, lenet, one_thread
+from tests.helpers import digits, lenet, one_thread
 from xbar.cli.cmd_bitflip import parse_mask
 from xbar.cli.tables import format_table
 from xbar.devices.bitflip import BitFlipModel, Flipper, dense_regime, encode, mix64

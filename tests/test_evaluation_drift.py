@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from scipy import stats
 from torch import nn
 
-from tests.test_evaluation_helpers import digits, lenet, one_thread
+from tests.helpers import digits, lenet, one_thread
 from xbar import presets
 from xbar.evaluation import DEFAULT_TIMES, drift_study
 from xbar.evaluation.drift import program_states, read_states

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from tests.test_evaluation_helpers import digits, lenet, one_thread
+from tests.helpers import digits, lenet, one_thread
 from xbar.evaluation import kpp, kpp_interval, monte_carlo, order_statistic
 from xbar.evaluation.kpp import interval_ranks
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from scipy import stats
 
-from tests.test_evaluation_helpers import digits, lenet, one_thread, tiny_bn
+from tests.helpers import digits, lenet, one_thread, tiny_bn
 from xbar import presets
 from xbar.evaluation import device_directions, landscape_1d, landscape_2d
 

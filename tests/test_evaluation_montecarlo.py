@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tests.conftest import requires_cuda
-from tests.test_evaluation_helpers import TinyBN, digits, lenet, one_thread, tiny_bn
+from tests.helpers import TinyBN, digits, lenet, one_thread, tiny_bn
 from xbar import presets
 from xbar.evaluation import (
     StackedModel,
@@ -293,39 +293,21 @@ def test_stored_accuracy_is_the_quantized_noise_free_model_and_bounds_a_noise_fr
 
 
 @pytest.mark.parametrize("analog", [False, True])
-def test_training_monte_carlo_measures_what_the_study_engine_measures(analog):
-    """TRICE's in-training KPP (``xbar.training.mc``) ranks models by the distribution ``xbar eval`` reports.
-
-    The two draw from different streams, so the accuracies of n instances each are two
-    samples of one distribution when both program the same layers the same way. A
-    two-sample KS test at level 1e-3 (accuracies are multiples of 1/359, and ties only
-    make the test conservative). Its power: doubling sigma_d moves the mean accuracy
-    from 0.78 to 0.53, about six standard deviations of one instance, and the same test
-    must reject that (p ~ 1e-100).
-    """
-    from scipy import stats
-
+def test_training_ranks_models_by_the_study_engine(analog):
+    """TRICE's in-training KPP (``xbar.training.run._mc``) is the study engine's: on a plain or a
+    converted model, the same seed gives exactly the accuracies ``monte_carlo`` reports, and the
+    fraction q picks Algorithm 2's order statistic ``perf[floor(q N)]``."""
     import xbar
-    from xbar.training import monte_carlo_accuracy, noisy_parameters
+    from xbar.training.run import _kpp, _mc
 
     split = digits()
     x, y = split.test.tensors
     preset = presets.load("fefet1", sigma_d=0.15)
-    n = 200
-
-    def model_under(p):
-        return xbar.convert(lenet(), p).eval() if analog else lenet()
-
-    study = monte_carlo(model_under(preset), split, None if analog else preset, n=n, seed=3, progress=False)
-    ours = study.per_instance["accuracy"]
-
-    def in_training(p) -> np.ndarray:
-        model = model_under(p)
-        gen = torch.Generator().manual_seed(4)
-        return monte_carlo_accuracy(model, noisy_parameters(model, p), x, y, n, gen).numpy()
-
-    same = in_training(preset)
-    assert np.std(ours) > 0.01  # the noise matters at this sigma
-    assert stats.ks_2samp(ours, same).pvalue > 1e-3
-    wrong = in_training(presets.load("fefet1", sigma_d=0.3))
-    assert stats.ks_2samp(ours, wrong).pvalue < 1e-3
+    model = xbar.convert(lenet(), preset).eval() if analog else lenet()
+    accs = _mc(model, "lenet", split, preset, 0, x, y, 40, seed=3)
+    study = monte_carlo(model, (x, y), None if analog else preset, n=40, seed=3, metrics=("accuracy",),
+                        progress=False, rule="trice")
+    assert np.array_equal(accs.numpy(), study.values("accuracy"))
+    assert np.std(study.values("accuracy")) > 0.01  # the noise matters at this sigma
+    for q in (0.01, 0.05, 0.29, 0.5):
+        assert _kpp(accs, q) == np.sort(accs.numpy())[int(np.floor(q * 40 + 1e-9))] == study.kpp(100 * q)

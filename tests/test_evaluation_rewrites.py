@@ -12,7 +12,7 @@ from torch import nn
 from xbar import models
 from xbar.evaluation.batched import StackedModel
 from xbar.evaluation.rewrites import PoolThenReLU, StridedMaxPool2d, pool_before_relu, swap_pools
-from xbar.training.quant import quantize_activations
+from xbar.mapping import quantize_activations
 
 
 def _exact(a: torch.Tensor, b: torch.Tensor) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.test_evaluation_helpers import lenet, one_thread, write_run
+from tests.helpers import lenet, one_thread, write_run
 from xbar import hil, presets
 from xbar.cli import main
 from xbar.cli.cmd_hil import comparison_text

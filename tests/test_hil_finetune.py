@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.test_evaluation_helpers import one_thread
+from tests.helpers import one_thread
 from xbar import data, models, presets
 from xbar.errors import InputError
 from xbar.hil import EmulatedBackend, RecordingBackend, ReplayBackend

@@ -241,7 +241,7 @@ def test_dat_runs_with_a_dense_preset() -> None:
 
 
 def test_monte_carlo_runs_with_a_dense_preset() -> None:
-    from tests.test_evaluation_helpers import digits, lenet, one_thread
+    from tests.helpers import digits, lenet, one_thread
     from xbar.evaluation import monte_carlo
 
     c = target_covariance()

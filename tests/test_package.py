@@ -49,3 +49,41 @@ def test_getting_started_snippet_runs() -> None:
         "print(json.dumps({'tiles': len(xbar.tiles.xbar_tiles(m)), 'dev': p.mapping.devices_per_weight}))\n"
     )
     assert res == {"tiles": 5, "dev": 2}
+
+
+def _pyproject() -> dict:
+    import tomllib
+    from pathlib import Path
+
+    return tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+
+
+def test_the_wheel_lists_every_package_and_the_shipped_presets() -> None:
+    """pyproject lists the packages (for the presets/ mapping): a new subpackage must be added there."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    found = {".".join(p.parent.relative_to(root).parts) for p in (root / "xbar").rglob("__init__.py")}
+    st = _pyproject()["tool"]["setuptools"]
+    assert set(st["packages"]) == found | {"xbar.presets.shipped"}
+    assert st["package-dir"] == {"xbar.presets.shipped": "presets"}
+    assert st["package-data"]["xbar.presets.shipped"] == ["*.toml"]
+    assert sorted(p.stem for p in (root / "presets").glob("*.toml")) == __import__("xbar").presets.names()
+
+
+def test_shipped_presets_are_found_in_the_installed_layout(tmp_path) -> None:
+    """As the wheel installs them (xbar/presets/shipped/*.toml), from any working directory."""
+    import shutil
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    site = tmp_path / "site"
+    shutil.copytree(root / "xbar", site / "xbar", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(root / "presets", site / "xbar" / "presets" / "shipped")
+    code = ("import json; from xbar import presets; from xbar.presets.store import shipped_dir; "
+            "print(json.dumps([str(shipped_dir()), presets.names(), presets.load('fefet1').name]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True,
+                         cwd=tmp_path, env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"})
+    where, names, loaded = json.loads(out.stdout.strip().splitlines()[-1])
+    assert where == str(site / "xbar" / "presets" / "shipped")
+    assert names == sorted(p.stem for p in (root / "presets").glob("*.toml")) and loaded == "fefet1"

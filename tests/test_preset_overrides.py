@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import tomli_w
 
-from tests.test_evaluation_helpers import lenet, one_thread, write_run
+from tests.helpers import lenet, one_thread, write_run
 from xbar import presets
 from xbar.cli import main
 from xbar.errors import InputError

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.test_evaluation_helpers import lenet, one_thread, write_run
+from tests.helpers import lenet, one_thread, write_run
 from xbar.cli import main
 
 

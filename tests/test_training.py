@@ -12,7 +12,7 @@ from torch import nn
 
 from xbar import presets
 from xbar.devices import NoiseFamily
-from xbar.mapping import quantize
+from xbar.mapping import quantize, quantize_activation, quantize_activations
 from xbar.training import (
     DAT,
     SAM,
@@ -23,14 +23,11 @@ from xbar.training import (
     NoiseProfile,
     forward_weights,
     hsv_sigma,
-    kpp_of,
     layer_range,
     lr_at,
     noisy_parameters,
     other_parameters,
     projection,
-    quantize_activation,
-    quantize_activations,
     quartiles,
     sam_perturbation,
     search_update,
@@ -426,7 +423,7 @@ def test_sam_step_matches_manual_two_pass(fefet2, batch):
 # ------------------------------------------------------------------------- SWA
 def test_swa_is_the_mean_of_epoch_end_weights():
     m = tiny()
-    swa = SWA(m, start=1, swa_lr=0.01)
+    swa = SWA(m, start=1)
     seen = []
     for epoch in range(4):
         with torch.no_grad():
@@ -435,7 +432,7 @@ def test_swa_is_the_mean_of_epoch_end_weights():
         if swa.active(epoch):
             swa.update(m)
             seen.append(copy.deepcopy(m.state_dict()))
-    avg = swa.finalize(None)
+    avg = swa.averaged.module
     for k, v in avg.state_dict().items():
         torch.testing.assert_close(v, torch.stack([s[k] for s in seen]).mean(0))
     assert swa.n_averaged == 3
@@ -443,7 +440,7 @@ def test_swa_is_the_mean_of_epoch_end_weights():
     assert lr_at(0, 4, 0.1, "cosine", swa_start=2, swa_lr=0.02) == pytest.approx(0.1)
 
 
-# ------------------------------------------------------------------- quant, kpp
+# ------------------------------------------------------------------- activation quantization
 def test_activation_quantization_levels_and_straight_through():
     x = torch.rand(3, 5, 4) * torch.tensor([1.0, 2.0, 3.0]).reshape(3, 1, 1)
     x.requires_grad_(True)
@@ -467,39 +464,6 @@ def test_activation_quantization_levels_and_straight_through():
     assert all(len(torch.unique(r)) <= 4 for r in out)
     for h in handles:
         h.remove()
-
-
-def test_kpp_follows_algorithm_2_index():
-    perf = [0.9, 0.1, 0.5, 0.7, 0.3]
-    assert kpp_of(perf, 0.0) == 0.1
-    assert kpp_of(perf, 0.2) == 0.3  # sorted[int(0.2 * 5)] = sorted[1]
-    assert kpp_of(perf, 1.0) == 0.9
-    assert kpp_of(list(range(300)), 0.01) == 3
-    # the same order statistic as the study engine's TRICE rule, for every n and percentile
-    from xbar.evaluation import kpp as study_kpp
-
-    g = torch.Generator().manual_seed(0)
-    for n in (1, 7, 100, 1000):
-        values = torch.rand(n, generator=g, dtype=torch.float64).numpy()
-        for k in (0.5, 1.0, 5.0, 29.0, 50.0, 99.0):
-            assert kpp_of(values, k / 100) == study_kpp(values, k, rule="trice"), (n, k)
-
-
-def test_monte_carlo_accuracy_restores_weights_and_mode_after_an_error(monkeypatch):
-    import xbar.training.mc as mc
-
-    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10)).train()
-    targets = noisy_parameters(model, presets.load("rram-uniform"))
-    before = [p.detach().clone() for p in model.parameters()]
-
-    def fail(*args, **kwargs):
-        raise RuntimeError("evaluation failed")
-
-    monkeypatch.setattr(mc, "accuracy", fail)
-    with pytest.raises(RuntimeError, match="evaluation failed"):
-        mc.monte_carlo_accuracy(model, targets, torch.rand(4, 1, 8, 8), torch.zeros(4, dtype=torch.long), 3)
-    assert model.training
-    assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
 
 
 def test_lr_schedules():

@@ -29,11 +29,11 @@ import os
 import statistics
 
 import pytest
-import torch
 
-from tests.test_evaluation_helpers import one_thread
+from tests.helpers import one_thread
 from xbar import data, presets
-from xbar.training import forward_weights, kpp_of, monte_carlo_accuracy, noisy_parameters, train
+from xbar.evaluation import monte_carlo
+from xbar.training import forward_weights, noisy_parameters, train
 from xbar.training.trainer import Batches
 
 pytestmark = pytest.mark.slow
@@ -53,13 +53,11 @@ def _kpp(setup: tuple, algo: str, seed: int, epochs: int, hyper: tuple = (), las
         model, _ = train("lenet", "digits", preset, algo, epochs=epochs, seed=seed, lr=lr, **COMMON, **dict(hyper))
         x, y = Batches(data.load("digits", seed=seed).test).all()
         targets = noisy_parameters(model, preset)
-        gen = torch.Generator().manual_seed(1000 + seed)
-        if last_only:
-            with forward_weights(targets[:-1]):  # the other layers stay clean (quantized)
-                accs = monte_carlo_accuracy(model, targets[-1:], x, y, n_mc, gen)
-        else:
-            accs = monte_carlo_accuracy(model, targets, x, y, n_mc, gen)
-        return kpp_of(accs, 0.01)
+        noisy = targets[-1:] if last_only else targets
+        with forward_weights(targets[:-1] if last_only else []):  # the other layers stay clean (quantized)
+            res = monte_carlo(model, (x, y), preset, n=n_mc, seed=1000 + seed, metrics=("accuracy",),
+                              layers=[t.name.rpartition(".")[0] for t in noisy], progress=False, rule="trice")
+        return res.kpp(1.0)
 
 
 def _freeze(setup):

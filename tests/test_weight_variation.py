@@ -16,7 +16,7 @@ import torch
 from scipy import stats
 
 import xbar
-from tests.test_evaluation_helpers import lenet, one_thread, write_run
+from tests.helpers import lenet, one_thread, write_run
 from xbar import presets
 from xbar.cli import main
 from xbar.devices.variation import RangeVariation

@@ -5,16 +5,13 @@ models in ``xbar.models``, data in ``xbar.data``, device physics in ``xbar.devic
 analog tiles in ``xbar.tiles``, training in ``xbar.training``, studies in
 ``xbar.evaluation``, device fitting in ``xbar.calibration``, hardware in the loop in
 ``xbar.hil``. The subpackages are imported on first attribute access, so
-``import xbar`` stays cheap and ``xbar.models.build("lenet")`` works without
-importing ``xbar.models`` first.
+``import xbar`` stays cheap (no torch: ``xbar --help`` starts in a fraction of a
+second) and ``xbar.models.build("lenet")`` works without importing ``xbar.models`` first.
 """
 
 from __future__ import annotations
 
 import importlib
-from types import ModuleType
-
-from xbar.sampling import sample_weights
 
 __version__ = "0.1.0"
 
@@ -37,17 +34,25 @@ SUBPACKAGES = (
 )
 
 
-def __getattr__(name: str) -> ModuleType:
+#: Functions reachable as ``xbar.<name>``, imported from their module on first access.
+FUNCTIONS = {"sample_weights": "sampling"}
+
+
+def __getattr__(name: str):
     """Import ``xbar.<name>`` on first access (PEP 562)."""
     if name in SUBPACKAGES:
         module = importlib.import_module(f"{__name__}.{name}")
         globals()[name] = module
         return module
+    if name in FUNCTIONS:
+        value = getattr(importlib.import_module(f"{__name__}.{FUNCTIONS[name]}"), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(SUBPACKAGES))
+    return sorted(set(globals()) | set(SUBPACKAGES) | set(FUNCTIONS))
 
 
 def convert(model, preset, **options):

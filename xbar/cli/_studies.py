@@ -78,7 +78,7 @@ def load_checkpoint(args: argparse.Namespace, path: str | None = None):
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     bits = args.act_bits if args.act_bits is not None else info.get("act_bits")
     if bits:
-        from xbar.training.quant import quantize_activations
+        from xbar.mapping import quantize_activations
 
         try:
             quantize_activations(model, int(bits))

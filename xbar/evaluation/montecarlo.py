@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import math
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from xbar.evaluation import kpp as _kpp
 from xbar.evaluation.batched import StackedModel, as_batches, evaluate
 from xbar.evaluation.distributed import Dist, context
 from xbar.evaluation.streams import BIAS, PROGRAM, instance_seeds
+from xbar.progress import progress_bar
 
 __all__ = [
     "HIGHER_IS_BETTER",
@@ -84,10 +84,8 @@ def resolve_model(model: nn.Module, preset=None) -> tuple[nn.Module, DeviceModel
 def digital_model(model: nn.Module) -> nn.Module:
     """``model`` with every aihwkit analog Linear/Conv layer replaced by a plain one holding its
     tile weights (``get_weights()``); the model itself when it has none."""
-    try:
-        from aihwkit.nn.modules.base import AnalogLayerBase
-    except ImportError:  # pragma: no cover - aihwkit is a dependency
-        return model
+    from aihwkit.nn.modules.base import AnalogLayerBase
+
     analog = [(n, m) for n, m in model.named_modules() if isinstance(m, AnalogLayerBase) and n]
     analog = [(n, m) for n, m in analog if isinstance(m, nn.Linear | nn.modules.conv._ConvNd)]
     if not analog:
@@ -131,9 +129,7 @@ def metric_arrays(raw: dict[str, torch.Tensor], metrics: Sequence[str]) -> dict[
 
 
 def _progress(total: int, desc: str, enabled: bool, dist: Dist):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="inst", disable=not (enabled and dist.is_main and sys.stderr.isatty()))
+    return progress_bar(total, desc, enabled and dist.is_main, unit="inst")
 
 
 def run_instances(

@@ -11,7 +11,7 @@ never to the user's model.
   ``nn.Sequential`` (of xbar's networks, or the model itself) runs after the pool
   instead. ``max`` commutes with any non-decreasing function, so
   ``relu(pool(x)) == pool(relu(x))`` elementwise, and the ReLU (with TRICE's activation
-  quantization, when its hooks are :class:`xbar.training.quant.ActivationQuantizer`)
+  quantization, when its hooks are :class:`xbar.mapping.ActivationQuantizer`)
   touches a quarter of the elements.
 """
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from xbar.training.quant import ActivationQuantizer
+from xbar.mapping.activations import ActivationQuantizer
 
 __all__ = ["StridedMaxPool2d", "pool_before_relu", "set_submodule", "swap_pools"]
 

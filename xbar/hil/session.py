@@ -112,10 +112,8 @@ def weight_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
 
 
 def _is_analog(model: nn.Module) -> bool:
-    try:
-        from aihwkit.nn.modules.base import AnalogLayerBase
-    except ImportError:  # pragma: no cover - aihwkit is a dependency
-        return False
+    from aihwkit.nn.modules.base import AnalogLayerBase
+
     return any(isinstance(m, AnalogLayerBase) for m in model.modules())
 
 

@@ -1,10 +1,9 @@
-"""Load, save and list presets (TOML files; the shipped ones live in ``xbar/presets/data``)."""
+"""Load, save and list presets (TOML files; the shipped ones live in the top-level ``presets/`` folder)."""
 
 from __future__ import annotations
 
 import os
 import tomllib
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +14,17 @@ from xbar.fileio import atomic_write_text
 from xbar.presets.schema import Preset
 
 
+def shipped_dir() -> Path:
+    """The folder of the shipped presets: ``xbar/presets/shipped`` in an installed wheel (the
+    top-level ``presets/`` folder, packaged there), else ``presets/`` of the source checkout
+    (editable installs, ``PYTHONPATH``)."""
+    here = Path(__file__).resolve().parent
+    installed = here / "shipped"
+    return installed if installed.is_dir() else here.parents[1] / "presets"
+
+
 def _shipped() -> dict[str, Path]:
-    root = resources.files("xbar.presets") / "data"
-    return {Path(str(p)).stem: Path(str(p)) for p in root.iterdir() if str(p).endswith(".toml")}
+    return {p.stem: p for p in sorted(shipped_dir().glob("*.toml"))}
 
 
 def names() -> list[str]:

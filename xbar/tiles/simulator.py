@@ -78,6 +78,9 @@ class XbarSimulatorTile(TorchSimulatorTile):
         super().__init__(x_size, d_size, rpu_config, bias, analog_mvm)
         self.device_model: DeviceModel = rpu_config.device_model()
         self.injection = Injection()
+        #: added to the training forward weight while set (a perturbation of DAT, WVAT or SAM;
+        #: ``xbar.training.forward_weights`` sets and clears it)
+        self.weight_delta: torch.Tensor | None = None
         self.register_buffer("programmed", None, persistent=False)
 
     def set_config(self, rpu_config: Any) -> None:
@@ -98,8 +101,8 @@ class XbarSimulatorTile(TorchSimulatorTile):
         """The ``[out, in]`` weight a forward pass uses; gradients reach ``self.weight``.
 
         Training: quantized weights (straight-through) plus detached device noise
-        (when injection is enabled). Evaluation: the programmed weights if any,
-        else the clean quantized weights.
+        (when injection is enabled), plus ``weight_delta`` when set. Evaluation: the
+        programmed weights if any, else the clean quantized weights.
         """
         w = self.weight
         dm = self.device_model
@@ -110,11 +113,13 @@ class XbarSimulatorTile(TorchSimulatorTile):
             return straight_through(w, prog)
         inj = self.injection
         if inj.enabled and not dm.noise_free:
-            return dm.training_weight(w, inj.family, inj.sigma_scale)
-        out = quantize_ste(w, dm.mapping)
-        if self._modifier.type not in (WeightModifierType.NONE, WeightModifierType.COPY):
-            out = TorchSimulatorTile.modify_weight(out, self._modifier, batch_size)
-        return out
+            out = dm.training_weight(w, inj.family, inj.sigma_scale)
+        else:
+            out = quantize_ste(w, dm.mapping)
+            if self._modifier.type not in (WeightModifierType.NONE, WeightModifierType.COPY):
+                out = TorchSimulatorTile.modify_weight(out, self._modifier, batch_size)
+        delta = self.weight_delta
+        return out if delta is None else out + delta
 
     def set_programmed(self, weights: torch.Tensor | None) -> None:
         """Hold ``weights`` (``[out, in]``) for evaluation forwards; None means clean evaluation."""

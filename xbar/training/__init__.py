@@ -16,19 +16,12 @@ from xbar.training.base import WrappedOptimizer, make_optimizer, set_lr
 from xbar.training.checkpoint import load_checkpoint, save_checkpoint
 from xbar.training.dat import DAT, NoiseProfile, projection
 from xbar.training.injection import NoiseInjection, sample_injection
-from xbar.training.mc import kpp, kpp_of, monte_carlo_accuracy
 from xbar.training.params import (
     NoisyParam,
     forward_weights,
     is_analog,
     noisy_parameters,
     other_parameters,
-)
-from xbar.training.quant import (
-    default_activation_bits,
-    default_weight_bits,
-    quantize_activation,
-    quantize_activations,
 )
 from xbar.training.run import ALGOS, PAPER_DEFAULTS, digital_copy, hyper_spec, resolve, train
 from xbar.training.sam import SAM, sam_perturbation
@@ -62,26 +55,19 @@ __all__ = [
     "TrainingDiverged",
     "TriceRunner",
     "WrappedOptimizer",
-    "default_activation_bits",
-    "default_weight_bits",
     "digital_copy",
     "epoch_order",
     "forward_weights",
     "hsv_sigma",
     "hyper_spec",
     "is_analog",
-    "kpp",
-    "kpp_of",
     "layer_range",
     "load_checkpoint",
     "lr_at",
     "make_optimizer",
-    "monte_carlo_accuracy",
     "noisy_parameters",
     "other_parameters",
     "projection",
-    "quantize_activation",
-    "quantize_activations",
     "quartiles",
     "resolve",
     "sam_perturbation",

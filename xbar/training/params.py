@@ -51,10 +51,8 @@ class NoisyParam:
 
 def is_analog(model: nn.Module) -> bool:
     """True if ``model`` holds aihwkit analog layers (a model from ``xbar.convert``)."""
-    try:
-        from aihwkit.nn.modules.base import AnalogLayerBase
-    except ImportError:  # pragma: no cover - aihwkit is a dependency
-        return False
+    from aihwkit.nn.modules.base import AnalogLayerBase
+
     return any(isinstance(m, AnalogLayerBase) for m in model.modules())
 
 
@@ -121,8 +119,8 @@ def _is_linear(model: nn.Module, name: str) -> bool:
             continue
         if isinstance(mod, nn.Linear):
             return True
-        if type(mod).__name__ == "AnalogLinear" or isinstance(mod, nn.Conv2d) or "Conv" in type(mod).__name__:
-            return type(mod).__name__ == "AnalogLinear"
+        if isinstance(mod, nn.modules.conv._ConvNd):  # aihwkit's analog layers subclass torch's
+            return False
     return False
 
 
@@ -134,17 +132,6 @@ def other_parameters(model: nn.Module, targets: Sequence[NoisyParam]) -> list[No
         if p.requires_grad and id(p) not in ids and p.dim() > 0 and type(p) is nn.Parameter:
             out.append(NoisyParam(n, p, None, quantize=False))
     return out
-
-
-def _add_delta(sim, delta: torch.Tensor):
-    """A training ``effective_weight`` for simulator tile ``sim``: its clean forward weight plus ``delta``."""
-    cls_method = type(sim).effective_weight
-
-    def effective_weight(is_test: bool, batch_size: int = 1) -> torch.Tensor:
-        out = cls_method(sim, is_test, batch_size)
-        return out if is_test else out + delta
-
-    return effective_weight
 
 
 @contextmanager
@@ -170,7 +157,7 @@ def forward_weights(
                     tiles_saved.append((t.tile, t.tile.injection))
                     t.tile.injection = Injection(enabled=False)
                     if d is not None:
-                        t.tile.effective_weight = _add_delta(t.tile, d.detach().reshape(t.param.shape))
+                        t.tile.weight_delta = d.detach().reshape(t.param.shape)
                     continue
                 quant = t.quantize and t.device is not None and not t.device.mapping.analog
                 if d is None and not quant:
@@ -188,7 +175,7 @@ def forward_weights(
                 t.param.data.copy_(s)
         for tile, inj in tiles_saved:
             tile.injection = inj
-            tile.__dict__.pop("effective_weight", None)
+            tile.weight_delta = None
 
 
 def grads(targets: Sequence[NoisyParam]) -> list[torch.Tensor]:

@@ -29,13 +29,15 @@ import torch
 from torch import nn
 
 from xbar.errors import InputError, first_line
+from xbar.evaluation import kpp
+from xbar.evaluation import monte_carlo as study_monte_carlo
 from xbar.fileio import atomic_torch_save, atomic_write_json, atomic_write_text
+from xbar.mapping import default_activation_bits, default_weight_bits, quantize_activations
 from xbar.training.base import make_optimizer
 from xbar.training.checkpoint import load_checkpoint, save_checkpoint, tensor_state
 from xbar.training.dat import DAT
 from xbar.training.distributed import start as start_parallel
 from xbar.training.injection import NoiseInjection
-from xbar.training.mc import kpp_of, monte_carlo_accuracy
 from xbar.training.params import (
     NoisyParam,
     derive_seed,
@@ -44,10 +46,9 @@ from xbar.training.params import (
     noisy_parameters,
     other_parameters,
 )
-from xbar.training.quant import default_activation_bits, default_weight_bits, quantize_activations
 from xbar.training.sam import SAM
 from xbar.training.swa import SWA
-from xbar.training.trainer import Batches, StepRunner, Trainer, TriceRunner, lr_at
+from xbar.training.trainer import Batches, StepRunner, Trainer, TriceRunner, clean_accuracy, lr_at
 from xbar.training.trice import TRICE
 from xbar.training.wvat import WVAT
 
@@ -101,7 +102,7 @@ COMMON: dict[str, Hyper] = {
     "train_fraction": Hyper(float, None, "share of mnist5k/digits in the training part (default 0.8)"),
     "normalize": Hyper(str, None, "input normalisation: default (the data set's), none (pixels in [0, 1]) or "
                        "MEAN/STD per channel, e.g. 0.1307/0.3081"),
-    "progress": Hyper(bool, None, "tqdm progress bar (default: when stderr is a terminal)"),
+    "progress": Hyper(bool, None, "a line per epoch on stderr and a bar within it (default; False: silent)"),
 }
 
 ALGO_HYPER: dict[str, dict[str, Hyper]] = {
@@ -228,7 +229,7 @@ def _validate(algo: str, epochs: int, h: dict[str, Any]) -> None:
     need(h["step_gamma"] > 0, "step_gamma", "> 0")
     need(h["checkpoint_every"] >= 0, "checkpoint_every", ">= 0")
     need(h["eval_mc"] >= 0, "eval_mc", ">= 0")
-    need(0 <= h["eval_q"] <= 1, "eval_q", "a probability in [0, 1]")
+    need(0 < h["eval_q"] < 1, "eval_q", "a probability in (0, 1)")
     need(h["act_bits"] is None or 0 <= h["act_bits"] <= 16, "act_bits", "0 to 16")
     need(h["weight_bits"] is None or 0 <= h["weight_bits"] <= 16, "weight_bits", "0 (analog) to 16")
     from xbar.data.sources import check_options
@@ -242,7 +243,7 @@ def _validate(algo: str, epochs: int, h: dict[str, Any]) -> None:
         _check_family("right-censored", h["th"], "th")
         need(h["warm"] >= 0, "warm", ">= 0")
         need(h["n_train"] >= 1, "n_train", ">= 1")
-        need(0 <= h["q"] <= 1, "q", "a probability in [0, 1]")
+        need(0 < h["q"] < 1, "q", "a probability in (0, 1)")
         need(h["tol"] >= 0, "tol", ">= 0")
         need(h["kpp_images"] >= 0, "kpp_images", ">= 0 (0: all)")
     if algo in ("dat-fast", "dat-full"):
@@ -309,7 +310,7 @@ def _load_preset(preset):
 
 def _with_weight_bits(preset, model_name: str, bits: int | None):
     """``(preset, H)``: the preset with ``[mapping].weight_bits`` = H, H = ``bits`` or TRICE's
-    per-network default (:func:`xbar.training.quant.default_weight_bits`)."""
+    per-network default (:func:`xbar.mapping.default_weight_bits`)."""
     current = preset.mapping.weight_bits
     bits = default_weight_bits(model_name, current) if bits is None else bits
     if bits != current:
@@ -533,7 +534,7 @@ def train(
             x, y = trainer.test_tensors()
             accs = _mc(m, source, split, preset_obj, act_bits, x, y, h["eval_mc"],
                        derive_seed(seed, "eval-mc", epoch))
-            return {"test_kpp": kpp_of(accs, h["eval_q"]), "test_mc_mean": float(accs.mean()), "kpp_q": h["eval_q"]}
+            return {"test_kpp": _kpp(accs, h["eval_q"]), "test_mc_mean": float(accs.mean()), "kpp_q": h["eval_q"]}
 
     manifest = {
         "format": RUN_FORMAT,
@@ -597,14 +598,12 @@ def train(
                                                      seed=derive_seed(seed, "update-bn")))
         final.eval()
         fm, ft = final, _targets_of(final, preset_obj, h)
-        from xbar.training.trainer import clean_accuracy
-
         xt, yt = trainer.test_tensors()
         metrics: dict[str, Any] = {"test_acc": clean_accuracy(fm, ft, xt, yt), "epochs_done": len(history)}
         if h["eval_mc"] > 0:
             accs = _mc(final, source, split, preset_obj, act_bits, xt, yt, h["eval_mc"],
                        derive_seed(seed, "eval-mc", "final"))
-            metrics.update(test_kpp=kpp_of(accs, h["eval_q"]), test_mc_mean=float(accs.mean()), kpp_q=h["eval_q"])
+            metrics.update(test_kpp=_kpp(accs, h["eval_q"]), test_mc_mean=float(accs.mean()), kpp_q=h["eval_q"])
         if history:
             metrics["train_loss"] = history[-1]["train_loss"]
             metrics["time_s"] = history[-1]["time_s"]
@@ -704,18 +703,19 @@ def _mc(model, model_name, split, preset, act_bits, x, y, n, seed) -> torch.Tens
         blank = build_network(model_name, split).to(x.device)
         model = digital_copy(model, blank)
         quantize_activations(model, act_bits)
-    try:
-        from xbar.evaluation import monte_carlo
-    except ImportError:  # pragma: no cover - evaluation is part of the package
-        g = torch.Generator(device=x.device).manual_seed(seed)
-        return monte_carlo_accuracy(model, noisy_parameters(model, preset), x, y, n, g)
     was = model.training
     try:
-        res = monte_carlo(model, (x, y), preset, n=n, seed=seed, metrics=("accuracy",), progress=False,
-                          device=x.device, rule="trice")
+        res = study_monte_carlo(model, (x, y), preset, n=n, seed=seed, metrics=("accuracy",), progress=False,
+                                device=x.device, rule="trice")
     finally:
         model.train(was)
     return torch.as_tensor(res.values("accuracy"), dtype=torch.float64)
+
+
+def _kpp(accs: torch.Tensor, q: float) -> float:
+    """The q-quantile (a fraction) of Monte Carlo accuracies by TRICE Algorithm 2's index
+    (``perf[floor(q N)]``, ``xbar.evaluation.kpp`` with ``rule="trice"``)."""
+    return kpp(accs.numpy(), 100.0 * q, rule="trice")
 
 
 def _build_runner(algo, model, preset, h, epochs, seed, dev, train_b, model_name, split, act_bits, family=None):
@@ -736,7 +736,7 @@ def _build_runner(algo, model, preset, h, epochs, seed, dev, train_b, model_name
 
         def evaluate_kpp(m, epoch):
             s = derive_seed(seed, "trice-kpp", epoch)  # common random numbers for the three models
-            return kpp_of(_mc(m, model_name, split, preset, act_bits, x, y, h["n_train"], s), h["q"])
+            return _kpp(_mc(m, model_name, split, preset, act_bits, x, y, h["n_train"], s), h["q"])
 
         from xbar.devices import NoiseFamily
 
@@ -752,7 +752,7 @@ def _build_runner(algo, model, preset, h, epochs, seed, dev, train_b, model_name
     if algo == "sgd" or algo == "swa":
         step = NoiseInjection(opt, targets, None, 0.0, None, model)
         if algo == "swa":
-            swa = SWA(model, int(math.floor(h["swa_start"] * epochs)), h["swa_lr"])
+            swa = SWA(model, int(math.floor(h["swa_start"] * epochs)))
     elif algo == "noise":
         step = NoiseInjection(opt, targets, family, h["sigma_scale"], gen(), model)
     elif algo in ("dat-fast", "dat-full"):
@@ -766,7 +766,7 @@ def _build_runner(algo, model, preset, h, epochs, seed, dev, train_b, model_name
     elif algo == "wvat":
         step = WVAT(opt, targets, h["sigma_v"], h["gamma"], h["w_th"], h["alpha"], h["p"], others, gen())
         if h["swa"]:
-            swa = SWA(model, int(math.floor(h["swa_start"] * epochs)), h["swa_lr"])
+            swa = SWA(model, int(math.floor(h["swa_start"] * epochs)))
     elif algo == "sam":
         step = SAM(opt, targets + others, h["rho"])
     else:  # pragma: no cover - check_algo guards

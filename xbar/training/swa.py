@@ -2,19 +2,17 @@
 
 A thin layer over ``torch.optim.swa_utils.AveragedModel``: from epoch
 ``start`` on, the weights at the end of every epoch are averaged; at the end the
-batch-norm statistics of the average are recomputed (``update_bn``). The learning
-rate during the averaging phase is ``swa_lr`` (the trainer's schedule sets it,
-WVAT Sec. 4.2: 75% of the budget with a decaying rate, then a fixed SWA rate).
+batch-norm statistics of the average are recomputed (``update_bn``, in the trainer).
+The learning rate of the averaging phase is the trainer's schedule (``lr_at`` with
+``swa_lr``, WVAT Sec. 4.2: 75% of the budget with a decaying rate, then a fixed SWA rate).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
-import torch
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, update_bn
+from torch.optim.swa_utils import AveragedModel
 
 from xbar.training.checkpoint import load_tensors, tensor_state
 
@@ -26,9 +24,8 @@ def has_batch_norm(model: nn.Module) -> bool:
 class SWA:
     """Running average of a model's weights from epoch ``start`` on."""
 
-    def __init__(self, model: nn.Module, start: int, swa_lr: float) -> None:
+    def __init__(self, model: nn.Module, start: int) -> None:
         self.start = int(start)
-        self.swa_lr = float(swa_lr)
         self.averaged = AveragedModel(model)
 
     @property
@@ -42,13 +39,6 @@ class SWA:
     def update(self, model: nn.Module) -> None:
         """Add the current weights of ``model`` to the average."""
         self.averaged.update_parameters(model)
-
-    def finalize(self, batches: Iterable[Any] | None, device: torch.device | str | None = None) -> nn.Module:
-        """The averaged model, batch-norm statistics recomputed on ``batches`` if it has any."""
-        module = self.averaged.module
-        if batches is not None and has_batch_norm(module) and self.n_averaged > 0:
-            update_bn(batches, module, device=device)
-        return module
 
     def state_dict(self) -> dict[str, Any]:
         return tensor_state(self.averaged)

@@ -30,9 +30,9 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from xbar.data.seeded import SeededSamples
 from xbar.errors import InputError
+from xbar.progress import progress_bar
 from xbar.training.base import WrappedOptimizer, set_lr
 from xbar.training.checkpoint import load_tensors, rng_state, set_rng_state, tensor_state
-from xbar.training.mc import accuracy
 from xbar.training.params import NoisyParam, derive_seed, forward_weights
 from xbar.training.swa import SWA, has_batch_norm
 from xbar.training.trice import TRICE
@@ -310,6 +310,28 @@ def all_finite(tensors: list[torch.Tensor]) -> bool:
 
 
 @torch.no_grad()
+@torch.no_grad()
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2048) -> float:
+    """Top-1 accuracy of ``model`` on the tensors ``x``, ``y``."""
+    correct = 0
+    for i in range(0, x.shape[0], batch_size):
+        out = model(x[i : i + batch_size])
+        correct += int((out.argmax(1) == y[i : i + batch_size]).sum())
+    return correct / max(1, x.shape[0])
+
+
+def epoch_line(metrics: dict[str, Any], epochs: int) -> str:
+    """The line a finished epoch leaves on stderr: loss, accuracies and the KPPs it computed."""
+    parts = [f"epoch {metrics['epoch']}/{epochs}", f"loss {metrics['train_loss']:.4f}",
+             f"train acc {metrics['train_acc']:.4f}", f"test acc {metrics['test_acc']:.4f}"]
+    if "test_kpp" in metrics:
+        parts.append(f"test KPP({100 * metrics['kpp_q']:g}%) {metrics['test_kpp']:.4f}")
+    if "trice_kpp" in metrics:
+        parts.append("TRICE KPP left/mid/right " + "/".join(f"{v:.4f}" for v in metrics["trice_kpp"]))
+    parts.append(f"{metrics['time_s']:.1f} s")
+    return "  ".join(parts)
+
+
 def clean_accuracy(model: nn.Module, targets: list[NoisyParam], x: torch.Tensor, y: torch.Tensor) -> float:
     """Accuracy with the noise-free stored (quantized) weights, eval mode."""
     was = model.training
@@ -333,7 +355,8 @@ class Trainer:
         checkpoint: called with the full state at every checkpoint.
         on_epoch: called with the history after every epoch.
         checkpoint_every: also checkpoint every this many steps inside an epoch (0: epoch ends only).
-        progress: show a tqdm bar (default: only when stderr is a terminal).
+        progress: report on stderr (default True): one line per epoch (:func:`epoch_line`), also
+            when stderr is not a terminal, and a bar within the epoch (``xbar.progress``); False: silent.
         parallel: this process's part of a run on several processes
             (:class:`xbar.training.distributed.DataParallel`; None: one process).
     """
@@ -362,7 +385,7 @@ class Trainer:
         self.checkpoint = checkpoint
         self.on_epoch = on_epoch
         self.checkpoint_every = int(checkpoint_every)
-        self.progress = sys.stderr.isatty() if progress is None else progress
+        self.progress = progress is not False
         self.parallel = parallel
         if parallel is not None:
             parallel.attach(runner)
@@ -431,9 +454,7 @@ class Trainer:
             order = epoch_order(n, self.seed, epoch)
             bar = None
             if self.progress:
-                from tqdm import tqdm
-
-                bar = tqdm(total=per_epoch, initial=self.batch, desc=f"epoch {epoch + 1}/{self.epochs}", leave=False)
+                bar = progress_bar(per_epoch, f"epoch {epoch + 1}/{self.epochs}", initial=self.batch, leave=False)
             try:
                 par = self.parallel
                 batches = self.train_data.batches(order, self.batch_size, self.batch,
@@ -458,7 +479,7 @@ class Trainer:
                     self.global_step += 1
                     if bar is not None:
                         bar.update(1)
-                        bar.set_postfix(loss=f"{self.sums[0] / max(1, self.sums[2]):.3f}")
+                        bar.set_postfix(loss=f"{self.sums[0] / max(1, self.sums[2]):.3f}", refresh=False)
                     if self.checkpoint_every and self.global_step % self.checkpoint_every == 0 and self.batch < per_epoch:
                         self.elapsed += time.perf_counter() - t0
                         t0 = time.perf_counter()
@@ -485,6 +506,8 @@ class Trainer:
             self.elapsed += time.perf_counter() - t0
             metrics["time_s"] = self.elapsed
             self.history.append(metrics)
+            if self.progress:
+                print(epoch_line(metrics, self.epochs), file=sys.stderr, flush=True)
             self.epoch += 1
             self.batch = 0
             self.sums = [0.0, 0, 0]

@@ -1,8 +1,7 @@
 """Quantization in the training forward, as in TRICE's set-ups (Sec. IV-B to IV-D).
 
 Weights: H-bit through the preset's ``[mapping].weight_bits`` (``DeviceModel.target``,
-TRICE Eq. 11, with a straight-through gradient, see
-``xbar.training.params.forward_weights``); ``xbar train`` sets H to TRICE's value per
+TRICE Eq. 11, with a straight-through gradient in training); ``xbar train`` sets H to TRICE's value per
 network (4 bits for LeNet, 6 for VGG-8 and ResNet-18, :func:`default_weight_bits`)
 unless told otherwise.
 Activations: the outputs of every ``nn.ReLU`` quantized to ``bits`` bits by a
@@ -33,7 +32,7 @@ def quantize_activation(x: torch.Tensor, bits: int) -> torch.Tensor:
     """Unsigned ``bits``-bit quantization of non-negative activations, per sample, straight-through.
 
     One new tensor and three in-place passes; the gradient passes straight through
-    (``xbar.mapping.straight_through``), so a Monte Carlo study, which needs none, pays
+    (:func:`straight_through`), so a Monte Carlo study, which needs none, pays
     nothing for it.
     """
     if bits <= 0:

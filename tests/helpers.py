@@ -1,4 +1,4 @@
-"""Shared helpers of the evaluation tests: small trained models on the bundled 8x8 digits (no tests here)."""
+"""Shared helpers of the tests: small trained models on the bundled 8x8 digits, run directories."""
 
 from __future__ import annotations
 
