@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import tempfile
@@ -166,3 +167,12 @@ def torch_load_safe(path: str | os.PathLike, map_location: Any = "cpu", missing:
                              "unpickle code (weights_only=True)") from None
         first = first_line(exc)
         raise InputError(f"{p}: not a readable PyTorch checkpoint ({first})") from None
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes (provenance of presets, sources, data and checkpoints)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

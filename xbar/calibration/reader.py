@@ -7,7 +7,6 @@ line can turn it into exit status 2.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -36,18 +35,10 @@ from xbar.calibration.schema import (
     Switching,
 )
 from xbar.errors import InputError, first_line
+from xbar.fileio import sha256_of
 
 _INT_KINDS = "iu"
 _NUM_KINDS = "iuf"
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 of the file's bytes (recorded as preset provenance)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_measurements(path: str | os.PathLike) -> Measurements:
@@ -74,7 +65,7 @@ def read_measurements(path: str | os.PathLike) -> Measurements:
         raise InputError(
             f"{p}: not a readable HDF5 file (truncated or corrupt: {reason})"
         ) from None
-    return replace(m, source_sha256=file_sha256(p))
+    return replace(m, source_sha256=sha256_of(p))
 
 
 class _Reader:

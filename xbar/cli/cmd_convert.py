@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -90,17 +89,9 @@ def manifest_path(out: str | os.PathLike) -> Path:
     return Path(out).with_suffix(".json")
 
 
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def run(args: argparse.Namespace) -> int:
     from xbar import data, models, tiles
-    from xbar.fileio import atomic_write_json, check_writable
+    from xbar.fileio import atomic_write_json, check_writable, sha256_of
 
     name, checkpoint, found = _resolve(args)
     preset = preset_with_overrides(args.preset, args)
@@ -143,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
             "data": data_name,
             "state_file": out.name,
             "checkpoint": checkpoint,
-            "checkpoint_sha256": _sha256(checkpoint) if checkpoint else None,
+            "checkpoint_sha256": sha256_of(checkpoint) if checkpoint else None,
             "preset": preset.to_dict(),
             "tile_map": rows,
             "totals": totals,

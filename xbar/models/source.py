@@ -25,7 +25,6 @@ file changed since (:meth:`ModelSource.changed`).
 from __future__ import annotations
 
 import copy
-import hashlib
 import importlib
 import importlib.util
 import inspect
@@ -40,6 +39,7 @@ import torch
 from torch import nn
 
 from xbar.errors import InputError, first_line
+from xbar.fileio import sha256_of
 from xbar.models import registry
 
 KINDS = ("zoo", "torchvision", "file", "module", "instance")
@@ -47,15 +47,6 @@ SIZE_KEYS = ("in_channels", "num_classes", "image_size")
 SPEC_HELP = (
     "a zoo name, torchvision:NAME, FILE.py:FACTORY or package.module:FACTORY"
 )
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    """SHA-256 (hex) of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)

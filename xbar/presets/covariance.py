@@ -16,7 +16,6 @@ validation rules: docs/presets.md.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -25,19 +24,11 @@ import numpy as np
 
 from xbar.devices.measured import KINDS, MeasuredCovariance
 from xbar.errors import InputError
+from xbar.fileio import sha256_of
 
 FIELDS = ("kind", "rows", "cols", "mean", "rank", "file", "sha256", "covariance", "eigenvalues", "eigenvectors")
 SIDECAR_SUFFIXES = (".npy", ".h5", ".hdf5")
 _loaded: dict[tuple, dict[str, np.ndarray]] = {}  # (path, size, mtime, sha256) -> arrays: a file is read once
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def build_measured(table: dict[str, Any], mapping, origin: str, base_dir: Path | None) -> MeasuredCovariance:

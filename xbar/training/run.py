@@ -361,7 +361,7 @@ def load_data(data, h: dict[str, Any], seed: int):
     record: dict[str, Any] = {"kind": xdata.sources.parse(data)[0], "spec": split.name, "split_seed": split_seed,
                               **{k: v for k, v in opts.items() if v is not None}}
     if record["kind"] == "npz":
-        from xbar.models.source import sha256_of
+        from xbar.fileio import sha256_of
 
         record["sha256"] = sha256_of(split.name.split(":", 1)[1])
     return split, record
