@@ -38,6 +38,7 @@ ALGOS = {"sgd": ("fefet2", 0.0), "noise": ("fefet2", 1.0), "sam": ("fefet2", Non
 
 def _runner(model_name: str, image: int, algo: str, seed: int = 0):
     from xbar import models, presets
+    from xbar.mapping import quantize_activations
     from xbar.training import (
         SAM,
         NoiseInjection,
@@ -45,7 +46,6 @@ def _runner(model_name: str, image: int, algo: str, seed: int = 0):
         make_optimizer,
         noisy_parameters,
         other_parameters,
-        quantize_activations,
     )
 
     preset_name, sigma_scale = ALGOS[algo]
