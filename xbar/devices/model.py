@@ -21,7 +21,7 @@ drift and read noise are sampled per device and recombined.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import torch
@@ -33,15 +33,10 @@ from xbar.devices.families import NoiseFamily
 from xbar.devices.measured import MeasuredCovariance
 from xbar.devices.programming import ProgrammingNoise, lookup
 from xbar.devices.scratch import scratch
+from xbar.devices.seeding import FLIP_STREAM, generators
 from xbar.devices.variation import RangeVariation
 from xbar.mapping import MappingConfig, crossbar_matrix, quantize, slice_weights, straight_through
 from xbar.mapping.slicing import level_sign, recombine, slice_codes
-
-
-def instance_generators(seeds: Sequence[int], device: torch.device | str | None) -> list[torch.Generator]:
-    """One generator per Monte Carlo instance, seeded from that instance's own seed."""
-    dev = torch.device(device) if device is not None else torch.device("cpu")
-    return [torch.Generator(device=dev).manual_seed(int(s)) for s in seeds]
 
 
 def _instance_count(n: int | None, seeds: Iterable[int] | None) -> tuple[int, list[int] | None]:
@@ -58,7 +53,7 @@ def _per_instance(draw, n: int, generator, seeds, like: torch.Tensor) -> torch.T
     """``draw(n, generator)``, or one ``draw(1, g_i)`` per instance seed when ``seeds`` is given."""
     if seeds is None:
         return draw(n, generator)
-    gens = instance_generators(seeds, like.device)
+    gens = generators(seeds, like.device)
     if not gens:
         return draw(0, None)
     return torch.cat([draw(1, g) for g in gens])
@@ -347,7 +342,7 @@ class DeviceModel:
         # a stream of its own for the flips of each instance (offset from the noise stream);
         # sparse flips on the CPU whatever the weights' device: a GPU would wait for each small
         # step of the draw (xbar.devices.bitflip.flip_stored), and every device flips the same bits
-        gens = instance_generators([int(s) + 0x5EED for s in seeds], "cpu" if self.bitflip.sparse else w.device)
+        gens = generators([int(s) + FLIP_STREAM for s in seeds], "cpu" if self.bitflip.sparse else w.device)
         return torch.cat([self._flip(wi[None], g) for wi, g in zip(w, gens)])
 
     def program_devices(
