@@ -189,12 +189,15 @@ class DeviceModel:
     def weight_std(self, weights: torch.Tensor, sigma_scale: float = 1.0) -> torch.Tensor:
         """Closed-form std of the independent noise of each weight: programming noise (Eq. 14)
         and, with a ``[weight_variation]``, WVAT's gamma sigma_v A of the layer, added in variance."""
-        prog = self.programming
         w = weights.detach()
+        return self._weight_std(w, *quantize(w, self.mapping), sigma_scale)
+
+    def _weight_std(self, w: torch.Tensor, q: torch.Tensor, s: torch.Tensor, sigma_scale: float = 1.0) -> torch.Tensor:
+        """:meth:`weight_std` of ``w`` quantized to codes ``q`` with scale ``s``."""
+        prog = self.programming
         if prog is None or prog.is_zero:
             std = torch.zeros_like(w)
         else:
-            q, s = quantize(w, self.mapping)
             std = self._level_std(w, q) * (s * sigma_scale)
         if self._varies:
             v = self.variation.std(w) * sigma_scale
@@ -219,7 +222,10 @@ class DeviceModel:
     def weight_mean_shift(self, weights: torch.Tensor) -> torch.Tensor | None:
         """Closed-form mean offset of each programmed weight from per-level means, or None."""
         w = weights.detach()
-        q, s = quantize(w, self.mapping)
+        return self._weight_shift(w, *quantize(w, self.mapping))
+
+    def _weight_shift(self, w: torch.Tensor, q: torch.Tensor, s: torch.Tensor) -> torch.Tensor | None:
+        """:meth:`weight_mean_shift` of ``w`` quantized to codes ``q`` with scale ``s``."""
         shift = self._level_shift(w, q)
         return None if shift is None else shift * s
 
@@ -311,23 +317,51 @@ class DeviceModel:
         n, seeds = _instance_count(n, seeds)
         if self.clips:
             return self._flip_each(self.program_devices(weights, n, generator, seeds).weights(), generator, seeds)
-        base = self.target(weights)
-        std = self.weight_std(weights)
-        std = std if bool(std.any()) else None
-        shift = self.weight_mean_shift(weights)
+        return self._flip_each(self.weight_noise(weights, n, generator, seeds, stored=True), generator, seeds)
+
+    def weight_noise(
+        self,
+        weights: torch.Tensor,
+        n: int | None = None,
+        generator: torch.Generator | None = None,
+        seeds: Iterable[int] | None = None,
+        stored: bool = False,
+        independent: bool = True,
+        correlated: bool = True,
+    ) -> torch.Tensor:
+        """``n`` draws of the programming noise N(mu, Sigma) of ``weights`` in weight units, ``[n, *w]``.
+
+        The one weight-space draw of Eq. 14 (no clipping, no bit flips): the independent
+        part (per-weight std, with any WVAT weight variation) and the per-level mean
+        shift when ``independent``, the correlated field (mean and fluctuation) when
+        ``correlated``. With ``stored`` the draws start from the stored weights
+        (:meth:`target`), as :meth:`program` returns them; else from zero, DAT's
+        eta = mu + A z (Alg. 1 line 8). ``seeds`` as in :meth:`program`. The weights
+        are quantized once for all instances.
+        """
+        w = weights.detach()
+        n, seeds = _instance_count(n, seeds)
+        q, s = quantize(w, self.mapping)
+        if not stored:
+            start = torch.zeros_like(w)
+        else:
+            start = w if self.mapping.analog else q * s
+        std = self._weight_std(w, q, s) if independent else None
+        std = std if std is not None and bool(std.any()) else None
+        shift = self._weight_shift(w, q, s) if independent else None
 
         def draw(k: int, gen: torch.Generator | None) -> torch.Tensor:
-            out = base.expand(k, *weights.shape).clone()
+            out = start.expand(k, *w.shape).clone()
             if std is not None:
                 out += std * torch.randn(out.shape, generator=gen, device=out.device, dtype=out.dtype)
             if shift is not None:
                 out += shift
-            corr = self.correlated_field(weights, k, gen)
+            corr = self._level_correlated(w, k, gen) if correlated else None
             if corr is not None:
-                out += corr
+                out += corr.mul_(s)
             return out
 
-        return self._flip_each(_per_instance(draw, n, generator, seeds, weights), generator, seeds)
+        return _per_instance(draw, n, generator, seeds, w)
 
     def _flip(self, w: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
         if not self.stores_bit_patterns:

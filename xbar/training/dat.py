@@ -75,19 +75,8 @@ class NoiseProfile:
 
     def sample(self, w: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """eta = mu + A z for the weights ``w`` (Alg. 1 line 8), shape of ``w``."""
-        w = w.detach()
-        eta = torch.zeros_like(w)
-        if self.independent:
-            std = self.device.weight_std(w)
-            if std.any():
-                eta += std * torch.randn(w.shape, generator=generator, device=w.device, dtype=w.dtype)
-            shift = self.device.weight_mean_shift(w)
-            if shift is not None:
-                eta += shift
-        corr = self.correlated(w, generator)
-        if corr is not None:
-            eta += corr
-        return eta
+        model = self._field if self._field is not None else self.device
+        return model.weight_noise(w, 1, generator, independent=self.independent, correlated=self._field is not None)[0]
 
 
 def projection(g: Sequence[torch.Tensor], eta: Sequence[torch.Tensor]) -> list[torch.Tensor]:
