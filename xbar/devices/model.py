@@ -238,29 +238,17 @@ class DeviceModel:
         shift = lookup(tables.mean, tables.index(q))
         return shift.mul_(level_sign(w)) if self.mapping.sign == "magnitude" else shift
 
-    def correlated_field(
-        self,
-        weights: torch.Tensor,
-        n: int,
-        generator: torch.Generator | None = None,
-        sigma_scale: float = 1.0,
-    ) -> torch.Tensor | None:
-        """Correlated component in weight units, ``[n, *w]`` (None if absent).
-
-        The mean mu of the device field recombines like a level offset,
-        s sum_p sign_p sum_i 2^(iB) mu (it cancels on a differential pair); the
-        fluctuation eps ~ N(0, Sigma) like independent noise, s sqrt(sum_p sum_i 4^(iB)) eps
-        (Eq. 14 with one field per device). ``sigma_scale`` scales the fluctuation only.
-        """
-        w = weights.detach()
-        _, s = quantize(w, self.mapping)
-        f = self._level_correlated(w, n, generator, sigma_scale)
-        return None if f is None else f.mul_(s)
-
     def _level_correlated(
         self, w: torch.Tensor, n: int, generator: torch.Generator | None, sigma_scale: float = 1.0
     ) -> torch.Tensor | None:
-        """:meth:`correlated_field` in level steps (before the scale s), ``[n, *w]``, or None."""
+        """Correlated component in level steps (times the scale s: weight units), ``[n, *w]``, or None.
+
+        The mean mu of the device field recombines like a level offset,
+        sum_p sign_p sum_i 2^(iB) mu (it cancels on a differential pair); the
+        fluctuation eps ~ N(0, Sigma) like independent noise, sqrt(sum_p sum_i 4^(iB)) eps
+        (Eq. 14 with one field per device). ``sigma_scale`` scales the fluctuation only.
+        :meth:`weight_noise` with ``independent=False`` draws it alone in weight units.
+        """
         c = self.correlation
         if c is None:
             return None

@@ -4,8 +4,8 @@ Noise profile (Sec. III-A): N(mu, Sigma) per device-stored weight tensor, in wei
 units, from the preset, drawn by ``DeviceModel.weight_noise`` (the draw Monte Carlo
 programming uses, started from zero): the correlated component (``KroneckerCovariance``, or a
 covariance measured on the device, ``MeasuredCovariance`` dense / low-rank, one
-independent draw per crossbar tile, scaled into weight units exactly as
-``DeviceModel.correlated_field`` does) plus the independent per-weight programming
+independent draw per crossbar tile, scaled into weight units as Monte Carlo
+programming scales it) plus the independent per-weight programming
 noise (``DeviceModel.weight_std``, a diagonal covariance, with any WVAT weight
 variation of the preset) and the per-level mean
 shift (mu). Each step (lines 5-14):
