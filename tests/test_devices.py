@@ -301,6 +301,33 @@ def test_instances_do_not_depend_on_batching(preset: str) -> None:
     assert torch.equal(whole, parts)
 
 
+@pytest.mark.parametrize("seeds", [None, list(range(8))])
+def test_programming_quantizes_the_weights_once(monkeypatch, seeds) -> None:
+    """One quantization serves every instance of a draw, with or without per-instance seeds."""
+    import xbar.devices.model as device_model
+
+    calls = []
+    real = device_model.quantize
+    monkeypatch.setattr(device_model, "quantize", lambda *a, **k: calls.append(1) or real(*a, **k))
+    model = load("fefet1").device_model()
+    model.program(torch.randn(16, 24), 8, seeds=seeds)
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("preset", ["fefet1", "wvat-5", "reram-correlated-a"])
+def test_monte_carlo_and_dat_share_one_draw(preset: str) -> None:
+    """Programming is the stored weights plus DAT's noise profile sample: one draw, same generator use."""
+    from xbar.training.dat import NoiseProfile
+
+    model = load(preset).device_model()
+    w = torch.randn(16, 24, generator=torch.Generator().manual_seed(1)) * 0.3
+    programmed = model.program(w, 1, torch.Generator().manual_seed(3))[0]
+    rank = model.correlation.rank or None if model.correlation is not None else None
+    eta = NoiseProfile(model, rank=rank).sample(w, torch.Generator().manual_seed(3))
+    assert eta.abs().max() > 0
+    torch.testing.assert_close(programmed - model.target(w), eta, rtol=0, atol=1e-6)
+
+
 def test_same_seed_same_result() -> None:
     model = load("fefet2").device_model()
     w = torch.randn(20, 20)

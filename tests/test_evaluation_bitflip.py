@@ -14,6 +14,7 @@ from tests.helpers import digits, lenet, one_thread
 from xbar.cli.cmd_bitflip import parse_mask
 from xbar.cli.tables import format_table
 from xbar.devices.bitflip import BitFlipModel, Flipper, dense_regime, encode, mix64
+from xbar.devices.seeding import GOLDEN, splitmix64
 from xbar.evaluation import (
     BitflipEngine,
     bitflip_sweep,
@@ -24,7 +25,7 @@ from xbar.evaluation import (
 from xbar.evaluation import flips as flips_module
 from xbar.evaluation.batched import default_layers
 from xbar.evaluation.flips import ActivationStreams
-from xbar.evaluation.streams import ACTIVATION, _splitmix64, _splitmix64_int, instance_seeds
+from xbar.evaluation.streams import ACTIVATION, instance_seeds
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -73,18 +74,17 @@ def test_observed_flips_match_p(target, p):
 
 
 def test_counter_hash_is_splitmix64():
+    """The tensor path (counter-based flips) and the Python-int path (seeds) give the same bits."""
     z = np.array([0, 1, 12345, 2**63 - 1, 2**64 - 5], dtype=np.uint64)
-    ref = _splitmix64(z - np.uint64(0x9E3779B97F4A7C15))  # streams' version adds the constant first
-    got = mix64(torch.tensor(z.view(np.int64))).numpy().view(np.uint64)
-    np.testing.assert_array_equal(got, ref)
+    got = mix64(torch.tensor(z.view(np.int64)) + GOLDEN).numpy().view(np.uint64)
+    assert [int(v) for v in got] == [splitmix64(int(v)) for v in z]
 
 
 def test_instance_seeds_are_splitmix64_for_one_or_many_instances():
-    """SplitMix64's known first output (seed 0: 0xE220A8397B1DCDAF), and one seed per index
-    whether the indices come one at a time (Python ints) or many at once (numpy)."""
-    assert _splitmix64_int(0) == 0xE220A8397B1DCDAF
-    z = np.array([0, 1, 12345, 2**63 - 1, 2**64 - 5], dtype=np.uint64)
-    assert [_splitmix64_int(int(v)) for v in z] == [int(v) for v in _splitmix64(z)]
+    """SplitMix64's known first outputs (seed 0: 0xE220A8397B1DCDAF, 0x6E789E6AA1B965F4), and
+    one seed per index whether the indices come one at a time (Python ints) or many at once (a tensor)."""
+    assert splitmix64(0) == 0xE220A8397B1DCDAF
+    assert splitmix64(0x9E3779B97F4A7C15) == 0x6E789E6AA1B965F4
     many = instance_seeds(7, range(100), 3, -2, 2**62)
     assert many == [s for i in range(100) for s in instance_seeds(7, [i], 3, -2, 2**62)]
     assert len(set(many)) == 100 and all(0 <= s < 2**63 for s in many)

@@ -12,8 +12,9 @@ from xbar.devices.correlated import (
 from xbar.devices.drift import DriftModel, ReadNoise
 from xbar.devices.families import FAMILIES, NoiseFamily
 from xbar.devices.measured import MeasuredCovariance
-from xbar.devices.model import DeviceModel, DeviceState, instance_generators
+from xbar.devices.model import DeviceModel, DeviceState
 from xbar.devices.programming import ProgrammingNoise, fefet_profile
+from xbar.devices.seeding import generators as instance_generators
 from xbar.devices.variation import RangeVariation
 
 __all__ = [

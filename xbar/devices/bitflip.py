@@ -38,6 +38,8 @@ from typing import Literal
 
 import torch
 
+from xbar.devices.seeding import GOLDEN, mix64, srl
+
 __all__ = [
     "BitFlipModel",
     "DENSE_FRACTION",
@@ -360,22 +362,7 @@ def _split(plan: torch.Tensor, head: int, rows: int) -> list[torch.Tensor]:
     return [plan[:head], *plan[head:].view(rows, -1)]
 
 
-_GOLDEN = 0x9E3779B97F4A7C15 - (1 << 64)  # the SplitMix64 constants as signed int64
-_M1 = 0xBF58476D1CE4E5B9 - (1 << 64)
-_M2 = 0x94D049BB133111EB - (1 << 64)
 _LOW32 = (1 << 32) - 1
-
-
-def _srl(z: torch.Tensor, s: int) -> torch.Tensor:
-    """Logical right shift of int64 values."""
-    return (z >> s) & ((1 << (64 - s)) - 1)
-
-
-def mix64(z: torch.Tensor) -> torch.Tensor:
-    """The SplitMix64 finaliser on int64 tensors (two's complement wrap-around), without its leading ``+ golden``."""
-    z = (z ^ _srl(z, 30)) * _M1
-    z = (z ^ _srl(z, 27)) * _M2
-    return z ^ _srl(z, 31)
 
 
 def _threshold(p: float) -> int:
@@ -491,9 +478,9 @@ class Flipper:
         flip = torch.zeros_like(rows)
         changed = torch.zeros(rows.shape[0], dtype=torch.int64, device=rows.device)
         for j, (b, v) in enumerate(zip(self.bits, self.values)):
-            h = mix64(keys[:, None] + ((base + (j + 1)) * _GOLDEN)[None, :])
+            h = mix64(keys[:, None] + ((base + (j + 1)) * GOLDEN)[None, :])
             one = ((rows >> b) & 1).bool()
-            hit = torch.where(one, _srl(h, 32) < t2[:, None], (h & _LOW32) < t1[:, None])
+            hit = torch.where(one, srl(h, 32) < t2[:, None], (h & _LOW32) < t1[:, None])
             changed += hit.sum(1)
             flip |= hit.to(rows.dtype) * v
         return rows ^ flip, changed

@@ -21,7 +21,7 @@ drift and read noise are sampled per device and recombined.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import torch
@@ -33,15 +33,10 @@ from xbar.devices.families import NoiseFamily
 from xbar.devices.measured import MeasuredCovariance
 from xbar.devices.programming import ProgrammingNoise, lookup
 from xbar.devices.scratch import scratch
+from xbar.devices.seeding import FLIP_STREAM, generators
 from xbar.devices.variation import RangeVariation
 from xbar.mapping import MappingConfig, crossbar_matrix, quantize, slice_weights, straight_through
 from xbar.mapping.slicing import level_sign, recombine, slice_codes
-
-
-def instance_generators(seeds: Sequence[int], device: torch.device | str | None) -> list[torch.Generator]:
-    """One generator per Monte Carlo instance, seeded from that instance's own seed."""
-    dev = torch.device(device) if device is not None else torch.device("cpu")
-    return [torch.Generator(device=dev).manual_seed(int(s)) for s in seeds]
 
 
 def _instance_count(n: int | None, seeds: Iterable[int] | None) -> tuple[int, list[int] | None]:
@@ -58,7 +53,7 @@ def _per_instance(draw, n: int, generator, seeds, like: torch.Tensor) -> torch.T
     """``draw(n, generator)``, or one ``draw(1, g_i)`` per instance seed when ``seeds`` is given."""
     if seeds is None:
         return draw(n, generator)
-    gens = instance_generators(seeds, like.device)
+    gens = generators(seeds, like.device)
     if not gens:
         return draw(0, None)
     return torch.cat([draw(1, g) for g in gens])
@@ -194,12 +189,15 @@ class DeviceModel:
     def weight_std(self, weights: torch.Tensor, sigma_scale: float = 1.0) -> torch.Tensor:
         """Closed-form std of the independent noise of each weight: programming noise (Eq. 14)
         and, with a ``[weight_variation]``, WVAT's gamma sigma_v A of the layer, added in variance."""
-        prog = self.programming
         w = weights.detach()
+        return self._weight_std(w, *quantize(w, self.mapping), sigma_scale)
+
+    def _weight_std(self, w: torch.Tensor, q: torch.Tensor, s: torch.Tensor, sigma_scale: float = 1.0) -> torch.Tensor:
+        """:meth:`weight_std` of ``w`` quantized to codes ``q`` with scale ``s``."""
+        prog = self.programming
         if prog is None or prog.is_zero:
             std = torch.zeros_like(w)
         else:
-            q, s = quantize(w, self.mapping)
             std = self._level_std(w, q) * (s * sigma_scale)
         if self._varies:
             v = self.variation.std(w) * sigma_scale
@@ -224,7 +222,10 @@ class DeviceModel:
     def weight_mean_shift(self, weights: torch.Tensor) -> torch.Tensor | None:
         """Closed-form mean offset of each programmed weight from per-level means, or None."""
         w = weights.detach()
-        q, s = quantize(w, self.mapping)
+        return self._weight_shift(w, *quantize(w, self.mapping))
+
+    def _weight_shift(self, w: torch.Tensor, q: torch.Tensor, s: torch.Tensor) -> torch.Tensor | None:
+        """:meth:`weight_mean_shift` of ``w`` quantized to codes ``q`` with scale ``s``."""
         shift = self._level_shift(w, q)
         return None if shift is None else shift * s
 
@@ -237,29 +238,17 @@ class DeviceModel:
         shift = lookup(tables.mean, tables.index(q))
         return shift.mul_(level_sign(w)) if self.mapping.sign == "magnitude" else shift
 
-    def correlated_field(
-        self,
-        weights: torch.Tensor,
-        n: int,
-        generator: torch.Generator | None = None,
-        sigma_scale: float = 1.0,
-    ) -> torch.Tensor | None:
-        """Correlated component in weight units, ``[n, *w]`` (None if absent).
-
-        The mean mu of the device field recombines like a level offset,
-        s sum_p sign_p sum_i 2^(iB) mu (it cancels on a differential pair); the
-        fluctuation eps ~ N(0, Sigma) like independent noise, s sqrt(sum_p sum_i 4^(iB)) eps
-        (Eq. 14 with one field per device). ``sigma_scale`` scales the fluctuation only.
-        """
-        w = weights.detach()
-        _, s = quantize(w, self.mapping)
-        f = self._level_correlated(w, n, generator, sigma_scale)
-        return None if f is None else f.mul_(s)
-
     def _level_correlated(
         self, w: torch.Tensor, n: int, generator: torch.Generator | None, sigma_scale: float = 1.0
     ) -> torch.Tensor | None:
-        """:meth:`correlated_field` in level steps (before the scale s), ``[n, *w]``, or None."""
+        """Correlated component in level steps (times the scale s: weight units), ``[n, *w]``, or None.
+
+        The mean mu of the device field recombines like a level offset,
+        sum_p sign_p sum_i 2^(iB) mu (it cancels on a differential pair); the
+        fluctuation eps ~ N(0, Sigma) like independent noise, sqrt(sum_p sum_i 4^(iB)) eps
+        (Eq. 14 with one field per device). ``sigma_scale`` scales the fluctuation only.
+        :meth:`weight_noise` with ``independent=False`` draws it alone in weight units.
+        """
         c = self.correlation
         if c is None:
             return None
@@ -316,23 +305,51 @@ class DeviceModel:
         n, seeds = _instance_count(n, seeds)
         if self.clips:
             return self._flip_each(self.program_devices(weights, n, generator, seeds).weights(), generator, seeds)
-        base = self.target(weights)
-        std = self.weight_std(weights)
-        std = std if bool(std.any()) else None
-        shift = self.weight_mean_shift(weights)
+        return self._flip_each(self.weight_noise(weights, n, generator, seeds, stored=True), generator, seeds)
+
+    def weight_noise(
+        self,
+        weights: torch.Tensor,
+        n: int | None = None,
+        generator: torch.Generator | None = None,
+        seeds: Iterable[int] | None = None,
+        stored: bool = False,
+        independent: bool = True,
+        correlated: bool = True,
+    ) -> torch.Tensor:
+        """``n`` draws of the programming noise N(mu, Sigma) of ``weights`` in weight units, ``[n, *w]``.
+
+        The one weight-space draw of Eq. 14 (no clipping, no bit flips): the independent
+        part (per-weight std, with any WVAT weight variation) and the per-level mean
+        shift when ``independent``, the correlated field (mean and fluctuation) when
+        ``correlated``. With ``stored`` the draws start from the stored weights
+        (:meth:`target`), as :meth:`program` returns them; else from zero, DAT's
+        eta = mu + A z (Alg. 1 line 8). ``seeds`` as in :meth:`program`. The weights
+        are quantized once for all instances.
+        """
+        w = weights.detach()
+        n, seeds = _instance_count(n, seeds)
+        q, s = quantize(w, self.mapping)
+        if not stored:
+            start = torch.zeros_like(w)
+        else:
+            start = w if self.mapping.analog else q * s
+        std = self._weight_std(w, q, s) if independent else None
+        std = std if std is not None and bool(std.any()) else None
+        shift = self._weight_shift(w, q, s) if independent else None
 
         def draw(k: int, gen: torch.Generator | None) -> torch.Tensor:
-            out = base.expand(k, *weights.shape).clone()
+            out = start.expand(k, *w.shape).clone()
             if std is not None:
                 out += std * torch.randn(out.shape, generator=gen, device=out.device, dtype=out.dtype)
             if shift is not None:
                 out += shift
-            corr = self.correlated_field(weights, k, gen)
+            corr = self._level_correlated(w, k, gen) if correlated else None
             if corr is not None:
-                out += corr
+                out += corr.mul_(s)
             return out
 
-        return self._flip_each(_per_instance(draw, n, generator, seeds, weights), generator, seeds)
+        return _per_instance(draw, n, generator, seeds, w)
 
     def _flip(self, w: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
         if not self.stores_bit_patterns:
@@ -347,7 +364,7 @@ class DeviceModel:
         # a stream of its own for the flips of each instance (offset from the noise stream);
         # sparse flips on the CPU whatever the weights' device: a GPU would wait for each small
         # step of the draw (xbar.devices.bitflip.flip_stored), and every device flips the same bits
-        gens = instance_generators([int(s) + 0x5EED for s in seeds], "cpu" if self.bitflip.sparse else w.device)
+        gens = generators([int(s) + FLIP_STREAM for s in seeds], "cpu" if self.bitflip.sparse else w.device)
         return torch.cat([self._flip(wi[None], g) for wi, g in zip(w, gens)])
 
     def program_devices(

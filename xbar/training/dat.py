@@ -1,10 +1,11 @@
 """Device-Aware Training (DAT, Park et al., Algorithm 1): DAT-Fast and DAT-Full.
 
 Noise profile (Sec. III-A): N(mu, Sigma) per device-stored weight tensor, in weight
-units, from the preset: the correlated component (``KroneckerCovariance``, or a
+units, from the preset, drawn by ``DeviceModel.weight_noise`` (the draw Monte Carlo
+programming uses, started from zero): the correlated component (``KroneckerCovariance``, or a
 covariance measured on the device, ``MeasuredCovariance`` dense / low-rank, one
-independent draw per crossbar tile, scaled into weight units exactly as
-``DeviceModel.correlated_field`` does) plus the independent per-weight programming
+independent draw per crossbar tile, scaled into weight units as Monte Carlo
+programming scales it) plus the independent per-weight programming
 noise (``DeviceModel.weight_std``, a diagonal covariance, with any WVAT weight
 variation of the preset) and the per-level mean
 shift (mu). Each step (lines 5-14):
@@ -60,34 +61,19 @@ class NoiseProfile:
         self._field = replace(device, correlation=replace(c, rank=rank or 0)) if keep else None
         self.independent = independent
 
-    def correlated(self, w: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor | None:
-        """One draw of the correlated component in weight units (mean included).
+    def sample(self, w: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """eta = mu + A z for the weights ``w`` (Alg. 1 line 8), shape of ``w``.
 
+        ``DeviceModel.weight_noise`` without the stored weights: the noise
+        :meth:`DeviceModel.program` adds to them, with the tile covariance at DAT's rank.
         DAT-Fast draws eps = A_k z per tile from the top-k eigenpairs of the tile
         covariance (``KroneckerCovariance`` with ``rank=k``); DAT-Full the full tile
-        covariance (``rank=0``: L_r Z L_c^T). Neither forms Sigma. Into weight units by
-        ``DeviceModel.correlated_field``: the fluctuation with the gain
-        sqrt(sum_p sum_i 4^(iB)), the mean like a level offset (sum_p sign_p sum_i 2^(iB)).
+        covariance (``rank=0``: L_r Z L_c^T). Neither forms Sigma. In weight units the
+        fluctuation has the gain sqrt(sum_p sum_i 4^(iB)), the mean recombines like a
+        level offset (sum_p sign_p sum_i 2^(iB)).
         """
-        if self._field is None:
-            return None
-        return self._field.correlated_field(w, 1, generator)[0]
-
-    def sample(self, w: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """eta = mu + A z for the weights ``w`` (Alg. 1 line 8), shape of ``w``."""
-        w = w.detach()
-        eta = torch.zeros_like(w)
-        if self.independent:
-            std = self.device.weight_std(w)
-            if std.any():
-                eta += std * torch.randn(w.shape, generator=generator, device=w.device, dtype=w.dtype)
-            shift = self.device.weight_mean_shift(w)
-            if shift is not None:
-                eta += shift
-        corr = self.correlated(w, generator)
-        if corr is not None:
-            eta += corr
-        return eta
+        model = self._field if self._field is not None else self.device
+        return model.weight_noise(w, 1, generator, independent=self.independent, correlated=self._field is not None)[0]
 
 
 def projection(g: Sequence[torch.Tensor], eta: Sequence[torch.Tensor]) -> list[torch.Tensor]:
