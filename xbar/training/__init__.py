@@ -8,12 +8,23 @@ aihwkit's ``AnalogSGD`` for a model from ``xbar.convert``):
 - :class:`WVAT` - WVAT's HSV/GAV mix with weight reverse (SWA via :class:`SWA`);
 - :class:`SAM` - sharpness-aware minimization;
 
-the three-model :class:`TRICE` trainer (Algorithm 3), the epoch loop
+one config dataclass per algorithm (:class:`SAMConfig`, :class:`DATConfig`, ...; the
+defaults and checks of ``xbar train --hp``), the three-model :class:`TRICE` trainer (Algorithm 3), the epoch loop
 :class:`Trainer`, and :func:`train`, one run end to end (what ``xbar train`` calls).
 """
 
 from xbar.training.base import WrappedOptimizer, make_optimizer, set_lr
 from xbar.training.checkpoint import load_checkpoint, save_checkpoint
+from xbar.training.config import (
+    CommonConfig,
+    DATConfig,
+    NoiseConfig,
+    SAMConfig,
+    SGDConfig,
+    SWAConfig,
+    TRICEConfig,
+    WVATConfig,
+)
 from xbar.training.dat import DAT, NoiseProfile, projection
 from xbar.training.injection import NoiseInjection, sample_injection
 from xbar.training.params import (
@@ -47,6 +58,14 @@ __all__ = [
     "TRICE",
     "WVAT",
     "Batches",
+    "CommonConfig",
+    "DATConfig",
+    "NoiseConfig",
+    "SAMConfig",
+    "SGDConfig",
+    "SWAConfig",
+    "TRICEConfig",
+    "WVATConfig",
     "NoiseInjection",
     "NoiseProfile",
     "NoisyParam",

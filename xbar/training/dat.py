@@ -35,6 +35,7 @@ import torch
 
 from xbar.devices import DeviceModel
 from xbar.training.base import Closure, WrappedOptimizer
+from xbar.training.config import DATConfig
 from xbar.training.params import NoisyParam, forward_weights, grads
 
 
@@ -49,7 +50,8 @@ class NoiseProfile:
     """
 
     def __init__(
-        self, device: DeviceModel, rank: int | None = 10, correlated: bool = True, independent: bool = True
+        self, device: DeviceModel, rank: int | None = DATConfig.rank, correlated: bool = DATConfig.correlated,
+        independent: bool = DATConfig.independent,
     ) -> None:
         if rank is not None and rank < 1:
             raise ValueError(f"rank = {rank}: expected >= 1 (or None for the full covariance)")
@@ -110,13 +112,13 @@ class DAT(WrappedOptimizer):
         self,
         optimizer: torch.optim.Optimizer,
         targets: Sequence[NoisyParam],
-        alpha: float = 150.0,
-        p: int = 1,
-        rank: int | None = 10,
+        alpha: float = DATConfig.alpha,
+        p: int = DATConfig.p,
+        rank: int | None = DATConfig.rank,
         others: Sequence[NoisyParam] = (),
         generator: torch.Generator | None = None,
-        correlated: bool = True,
-        independent: bool = True,
+        correlated: bool = DATConfig.correlated,
+        independent: bool = DATConfig.independent,
     ) -> None:
         super().__init__(optimizer, generator)
         if p < 1:

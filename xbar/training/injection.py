@@ -20,6 +20,7 @@ from torch import nn
 
 from xbar.devices import NoiseFamily
 from xbar.training.base import Closure, WrappedOptimizer
+from xbar.training.config import NoiseConfig
 from xbar.training.params import NoisyParam, forward_weights
 
 
@@ -57,7 +58,7 @@ class NoiseInjection(WrappedOptimizer):
         optimizer: torch.optim.Optimizer,
         targets: Sequence[NoisyParam],
         family: NoiseFamily | None = None,
-        sigma_scale: float = 1.0,
+        sigma_scale: float = NoiseConfig.sigma_scale,
         generator: torch.Generator | None = None,
         model: nn.Module | None = None,
     ) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import torch
 
 from xbar.training.base import Closure, WrappedOptimizer
+from xbar.training.config import SAMConfig
 from xbar.training.params import NoisyParam, forward_weights, grads
 
 
@@ -36,7 +37,7 @@ class SAM(WrappedOptimizer):
         rho: neighbourhood radius (default 0.05, Foret et al.).
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, params: Sequence[NoisyParam], rho: float = 0.05) -> None:
+    def __init__(self, optimizer: torch.optim.Optimizer, params: Sequence[NoisyParam], rho: float = SAMConfig.rho) -> None:
         super().__init__(optimizer, None)
         if not rho >= 0:
             raise ValueError(f"rho = {rho}: expected >= 0")

@@ -31,6 +31,7 @@ from torch import nn
 
 from xbar.devices import NoiseFamily
 from xbar.training.checkpoint import load_tensors, tensor_state
+from xbar.training.config import TRICEConfig
 from xbar.training.injection import NoiseInjection
 from xbar.training.params import NoisyParam
 
@@ -77,11 +78,11 @@ class TRICE:
         make_optimizer: Callable[[nn.Module], torch.optim.Optimizer],
         targets_of: Callable[[nn.Module], list[NoisyParam]],
         evaluate_kpp: Callable[[nn.Module, int], float],
-        start: float = 0.0,
-        end: float = 2.0,
-        th: float = 2.0,
-        warm: int = 5,
-        tol: float = 1e-4,
+        start: float = TRICEConfig.start,
+        end: float = TRICEConfig.end,
+        th: float = TRICEConfig.th,
+        warm: int = TRICEConfig.warm,
+        tol: float = TRICEConfig.tol,
         family: NoiseFamily | None = None,
         generators: Sequence[torch.Generator | None] = (None, None, None),
     ) -> None:

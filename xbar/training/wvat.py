@@ -28,6 +28,7 @@ import torch
 
 from xbar.devices.variation import hsv_sigma, layer_range
 from xbar.training.base import Closure, WrappedOptimizer
+from xbar.training.config import WVATConfig
 from xbar.training.params import NoisyParam, forward_weights, grads
 
 
@@ -53,11 +54,11 @@ class WVAT(WrappedOptimizer):
         self,
         optimizer: torch.optim.Optimizer,
         targets: Sequence[NoisyParam],
-        sigma_v: float = 0.1,
-        gamma: float = 1.0,
-        w_th: float = 0.5,
-        alpha: float = 0.1,
-        p: float = 1.0,
+        sigma_v: float = WVATConfig.sigma_v,
+        gamma: float = WVATConfig.gamma,
+        w_th: float = WVATConfig.w_th,
+        alpha: float = WVATConfig.alpha,
+        p: float = WVATConfig.p,
         others: Sequence[NoisyParam] = (),
         generator: torch.Generator | None = None,
         choice_generator: torch.Generator | None = None,
