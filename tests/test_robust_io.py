@@ -182,3 +182,19 @@ def test_garbage_is_not_a_pytorch_file(tmp_path):
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(InputError, match="not a PyTorch file"):
         torch_load_safe(path)
+
+
+def test_saved_tensors_are_byte_reproducible(tmp_path):
+    """The same state saved twice gives the same bytes (no temporary name inside the archive)."""
+    import hashlib
+
+    import torch
+
+    from xbar.fileio import atomic_torch_save
+
+    state = {"w": torch.arange(6.0).reshape(2, 3), "b": torch.ones(3)}
+    digests = {hashlib.sha256(atomic_torch_save(tmp_path / name, state).read_bytes()).hexdigest()
+               for name in ("a.pt", "b.pt")}
+    assert len(digests) == 1
+    back = torch.load(tmp_path / "a.pt", weights_only=True)
+    assert all(torch.equal(back[k], v) for k, v in state.items())

@@ -133,9 +133,15 @@ def atomic_write_json(path: str | os.PathLike, data: Any, force: bool = False) -
 
 
 def atomic_torch_save(path: str | os.PathLike, obj: Any, force: bool = False) -> Path:
+    """``torch.save`` atomically, through a file handle: the archive's inner folder is then torch's
+    fixed ``archive``, not the random temporary name, so the same tensors give the same bytes."""
     import torch
 
-    return atomic_write(path, lambda t: torch.save(obj, t), force)
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            torch.save(obj, fh)
+
+    return atomic_write(path, write, force)
 
 
 def torch_load_safe(path: str | os.PathLike, map_location: Any = "cpu", missing: str = "no such checkpoint file") -> Any:
