@@ -46,17 +46,20 @@ def read_toml(path: str | os.PathLike) -> dict[str, Any]:
         raise InputError(f"{p}: cannot be read ({exc})") from None
 
 
-def resolve(spec: str | os.PathLike | Preset | dict[str, Any], origin: str | None = None) -> Preset:
+def resolve(
+    spec: str | os.PathLike | Preset | dict[str, Any], origin: str | None = None, base_dir: str | os.PathLike | None = None
+) -> Preset:
     """The validated :class:`Preset` that ``spec`` names: the one place a preset is resolved.
 
     ``spec`` is a shipped preset name, a ``.toml`` path, a ``Preset`` (returned as is) or a
     preset dict (``Preset.to_dict()`` or a parsed TOML document, validated like a file;
-    ``origin`` names it in error messages). ``Preset.device_model()`` gives its device model.
+    ``origin`` names it in error messages, ``base_dir`` is where its ``[correlation].file`` lies).
+    ``Preset.device_model()`` gives its device model.
     """
     if isinstance(spec, Preset):
         return spec
     if isinstance(spec, dict):
-        return Preset.from_dict(spec, origin=origin or f"preset {spec.get('name', '<dict>')}")
+        return Preset.from_dict(spec, origin=origin or f"preset {spec.get('name', '<dict>')}", base_dir=base_dir)
     if not isinstance(spec, str | os.PathLike):
         raise InputError(
             f"preset: got {type(spec).__name__}; expected a shipped preset name, a .toml path, a Preset or a "
