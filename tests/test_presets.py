@@ -148,3 +148,34 @@ def test_written_toml_parses_with_tomllib(tmp_path: Path) -> None:
     text = presets.dumps(presets.load("pcm"))
     data = tomllib.loads(text)
     assert data["schema"] == "xbar-preset" and data["read_noise"]["kind"] == "pcm-1f"
+
+
+def test_resolve_accepts_name_path_preset_and_dict_alike(tmp_path: Path) -> None:
+    """One resolver: a shipped name, its file, the Preset and its dict give equal presets."""
+    by_name = presets.resolve("fefet1")
+    path = tmp_path / "mine.toml"
+    presets.save(by_name, path)
+    assert presets.resolve(by_name) is by_name
+    assert presets.resolve(path) == by_name
+    assert presets.resolve(str(path)) == by_name
+    assert presets.resolve(by_name.to_dict()) == by_name
+    assert presets.load("fefet1", sigma_d=0.2) == by_name.with_overrides(sigma_d=0.2)
+
+
+def test_resolve_rejects_other_types_and_bad_dicts_in_one_line() -> None:
+    with pytest.raises(InputError, match=r"got int; expected a shipped preset name, a \.toml path, a Preset or a preset dict"):
+        presets.resolve(3)
+    with pytest.raises(InputError, match=r"^the run's preset: \[mapping\]: missing"):
+        presets.resolve({"name": "x"}, origin="the run's preset")
+
+
+def test_a_preset_builds_its_device_model_once() -> None:
+    """Validation builds the DeviceModel; every later consumer gets that same object."""
+    p = presets.resolve("fefet2")
+    dm = p.device_model()
+    assert p.device_model() is dm
+    assert presets.device_model_of(p) is dm
+    assert presets.device_model_of(dm) is dm
+    assert presets.device_model_of("fefet2") == dm
+    changed = p.with_overrides(sigma_d=0.3)
+    assert changed.device_model() is not dm and changed.device_model().programming.sigma_d == 0.3

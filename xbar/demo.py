@@ -126,9 +126,9 @@ def run(cfg: DemoConfig, say: Callable[[str], None] = _print) -> dict[str, Any]:
         raise InputError(f"--sigma-d {cfg.sigma_d}: expected a finite value >= 0")
     if not 0 < cfg.lr < math.inf:
         raise InputError(f"--lr {cfg.lr}: expected a finite value > 0")
-    base = presets.load(cfg.preset)
+    base = presets.resolve(cfg.preset)
     if base.programming is None or base.programming.sigma_poly_uS is not None:
-        fits = [n for n in presets.names() if (p := presets.load(n).programming) is not None and p.sigma_poly_uS is None]
+        fits = [n for n in presets.names() if (p := presets.resolve(n).programming) is not None and p.sigma_poly_uS is None]
         raise InputError(
             f"--preset {cfg.preset}: {'has no programming noise' if base.programming is None else 'its programming noise is a conductance polynomial'}"
             f", so --sigma-d does not apply; expected a preset with sigma_d in level units: {', '.join(fits)}"
@@ -182,7 +182,7 @@ def run(cfg: DemoConfig, say: Callable[[str], None] = _print) -> dict[str, Any]:
         rows = []
         sgd = models["sgd"]
         for pname in presets.names():
-            preset = presets.load(pname)
+            preset = presets.resolve(pname)
             analog = xbar.convert(sgd, preset)
             tiles = tile_map_totals(tile_map(analog))
             res = monte_carlo(analog, split.test, n=cfg.mc, seed=cfg.seed + 1, progress=cfg.progress)

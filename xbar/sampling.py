@@ -6,16 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from xbar.devices import DeviceModel
-
-
-def device_model_of(preset) -> DeviceModel:
-    """Accept a DeviceModel, a Preset, a shipped preset name or a preset file path."""
-    if isinstance(preset, DeviceModel):
-        return preset
-    from xbar import presets
-
-    return presets.load(preset).device_model()
+from xbar.presets import device_model_of
 
 
 def sample_weights(

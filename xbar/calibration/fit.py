@@ -48,9 +48,7 @@ from xbar.calibration.selection import SelectionResult, SigmaModelSelector
 from xbar.calibration.spatial import SpatialFit, SpatialFitter
 from xbar.calibration.switching import BitFlipFitter
 from xbar.errors import InputError
-
-PRESET_SCHEMA = "xbar-preset"
-PRESET_SCHEMA_VERSION = 1
+from xbar.presets.schema import SCHEMA, SCHEMA_VERSION
 
 
 def _r(x: float, digits: int = 6) -> float:
@@ -281,8 +279,8 @@ def build_preset(
     """The preset dictionary (docs/presets.md) of fitted results ``r``."""
     src = Path(m.source_file).name if m.source_file else "<in memory>"
     d: dict = {
-        "schema": PRESET_SCHEMA,
-        "schema_version": PRESET_SCHEMA_VERSION,
+        "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
         "name": name,
         "description": f"Fitted by xbar fit from {src} ({m.device})",
         "source": f"xbar fit of {src}: {', '.join('/' + g for g in m.groups)}",

@@ -33,7 +33,7 @@ def needs_sidecar(preset_dict: dict) -> bool:
 
 def write_preset(result: FitResult, out: str | os.PathLike, force: bool = False) -> list[Path]:
     """Write the fitted preset to ``out`` (and its covariance sidecar); returns the paths written."""
-    from xbar.presets import Preset
+    from xbar.presets import resolve
     from xbar.presets.covariance import write_sidecar
 
     out = Path(out)
@@ -50,7 +50,7 @@ def write_preset(result: FitResult, out: str | os.PathLike, force: bool = False)
         doc["correlation"] = {**table, "file": side.name, "sha256": digest}
     try:
         text = tomli_w.dumps(doc)
-        Preset.from_dict(tomllib.loads(text), origin=str(out), base_dir=out.parent)  # it must load back
+        resolve(tomllib.loads(text), origin=str(out), base_dir=out.parent)  # it must load back
         atomic_write_text(out, text, force=force)
     except BaseException:
         for p in written:

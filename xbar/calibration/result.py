@@ -57,10 +57,14 @@ class FitResult:
     options: dict = field(default_factory=dict)
 
     def preset(self):
-        """The fitted preset as a validated :class:`xbar.presets.Preset`."""
-        from xbar.presets import Preset
+        """The fitted preset as a validated :class:`xbar.presets.Preset` (resolved once per result)."""
+        cached = self.__dict__.get("_preset")
+        if cached is None:
+            from xbar.presets import resolve
 
-        return Preset.from_dict(self.preset_dict, origin=f"fit of {self.source_file}")
+            cached = resolve(self.preset_dict, origin=f"fit of {self.source_file}")
+            object.__setattr__(self, "_preset", cached)
+        return cached
 
     def to_dict(self) -> dict:
         """Everything, JSON-able, with every interval."""

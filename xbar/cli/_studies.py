@@ -131,15 +131,15 @@ def _recorded_preset(args: argparse.Namespace, info: dict[str, Any], required: b
     from xbar import presets
 
     if getattr(args, "preset", None):
-        return presets.load(args.preset)
+        return presets.resolve(args.preset)
     spec = info.get("preset_spec")
     if isinstance(spec, dict):
         try:
-            return presets.Preset.from_dict(spec, origin=f"{args.checkpoint}: preset_spec")
+            return presets.resolve(spec, origin=f"{args.checkpoint}: preset_spec")
         except InputError as exc:  # never fall back to a shipped preset the run may not have used
             raise InputError(f"{exc} (the run's recorded preset); pass --preset NAME_OR_PATH to choose one") from None
     if info.get("preset"):
-        return presets.load(info["preset"])
+        return presets.resolve(info["preset"])
     if required:
         raise InputError(f"{args.checkpoint}: no preset recorded; pass --preset NAME_OR_PATH")
     return None

@@ -97,7 +97,7 @@ def _sweep(args, model, info, data, preset, layers, dev) -> int:
         raise InputError(f"--sigmas {args.sigmas!r}: expected non-negative numbers")
     for v in sigmas:  # every cell's preset is valid before any work
         try:
-            presets.load(preset).with_overrides(**{args.sigma_field: v})
+            presets.resolve(preset).with_overrides(**{args.sigma_field: v})
         except (InputError, ValueError) as exc:
             raise InputError(f"--sigma-field {args.sigma_field} = {v:g}: {exc}") from None
     models = {args.checkpoint: model}

@@ -137,7 +137,7 @@ def _backend(args: argparse.Namespace, preset):
     kind, _, rest = args.backend.partition(":")
     g = _conductances(args)
     if kind == "emulated":
-        chip_preset = presets.load(rest) if rest else preset
+        chip_preset = presets.resolve(rest) if rest else preset
         have, want = chip_preset.mapping.levels, preset.mapping.levels
         if have != want:
             raise InputError(
@@ -174,7 +174,7 @@ def _conductances(args: argparse.Namespace):
 def _program(args, model, chip, preset, test):
     """program and eval: program, read back at each time, evaluate."""
     from xbar import hil
-    from xbar.sampling import device_model_of
+    from xbar.presets import device_model_of
 
     times = [0.0]
     if args.hil == "eval":

@@ -50,7 +50,7 @@ def _effects(data: dict[str, Any]) -> list[str]:
 def summary(name: str) -> dict[str, Any]:
     from xbar import presets
 
-    p = presets.load(name)
+    p = presets.resolve(name)
     return {
         "name": p.name,
         "description": p.description,
@@ -87,7 +87,7 @@ def _value(v: Any) -> str:
 def run_show(args: argparse.Namespace) -> int:
     from xbar import presets
 
-    p = presets.load(args.preset)
+    p = presets.resolve(args.preset)
     data = p.to_dict()
     m = p.mapping
     result = {

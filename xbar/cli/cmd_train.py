@@ -123,9 +123,9 @@ def _from_manifest(args: argparse.Namespace) -> dict:
         if getattr(args, key) is None:
             setattr(args, key, man.get(key))
             if key == "preset" and isinstance(man.get("preset_spec"), dict):
-                from xbar.presets import Preset
+                from xbar.presets import resolve
 
-                args.preset = Preset.from_dict(man["preset_spec"], origin=f"{path}: preset_spec")
+                args.preset = resolve(man["preset_spec"], origin=f"{path}: preset_spec")
     hyper = man.get("hyper")
     return dict(hyper) if isinstance(hyper, dict) else {}
 

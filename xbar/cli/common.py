@@ -71,10 +71,7 @@ def add_preset_overrides(p: argparse.ArgumentParser) -> None:
 
 
 def preset_with_overrides(preset: Any, args: argparse.Namespace) -> Any:
-    """``preset`` (a name, path or Preset) loaded, with the command's ``--set`` overrides applied."""
+    """``preset`` (a name, path, Preset or dict) resolved, with the command's ``--set`` overrides applied."""
     from xbar import presets
 
-    items = getattr(args, "overrides", None) or []
-    if not items and not isinstance(preset, presets.Preset):
-        return presets.load(preset)
-    return presets.apply_overrides(presets.load(preset), items)
+    return presets.apply_overrides(presets.resolve(preset), getattr(args, "overrides", None) or [])

@@ -67,14 +67,14 @@ def resolve_model(model: nn.Module, preset=None) -> tuple[nn.Module, DeviceModel
             else:
                 carried = getattr(cfg, "xbar_preset", None) or getattr(cfg, "preset", None)
     if isinstance(carried, dict) and carried:
-        from xbar.presets import Preset
+        from xbar.presets import resolve
 
-        carried = Preset.from_dict(carried, origin="the model's preset")
+        carried = resolve(carried, origin="the model's preset")
     model = digital_model(model)
     chosen = preset if preset is not None else carried
     if chosen is None:
         return model, None, None
-    from xbar.sampling import device_model_of
+    from xbar.presets import device_model_of
 
     dm = device_model_of(chosen)
     name = getattr(chosen, "name", None) or (chosen if isinstance(chosen, str) else type(chosen).__name__)

@@ -105,7 +105,7 @@ def sigma_sweep(
     sig = [float(s) for s in sigmas]
     if not sig or any(s < 0 for s in sig):
         raise ValueError(f"sigmas = {sig}: expected values >= 0")
-    base = presets.load(preset)
+    base = presets.resolve(preset)
     names = list(models)
     shape = (len(names), len(sig))
     kpp, lo, hi, mean, std = (np.full(shape, np.nan) for _ in range(5))

@@ -43,7 +43,7 @@ import torch
 from xbar.errors import InputError
 from xbar.hil.emulated import WriteVerifyReport
 from xbar.hil.protocol import check_block, check_tile
-from xbar.sampling import device_model_of
+from xbar.presets import device_model_of
 
 STANDARD_ROWS = tuple(range(0, 16)) + tuple(range(32, 48))
 STANDARD_COLS = tuple(range(16, 32)) + tuple(range(48, 64))

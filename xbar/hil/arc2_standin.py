@@ -37,7 +37,7 @@ import torch
 
 from xbar.hil.arc2 import STANDARD_COLS, STANDARD_ROWS
 from xbar.hil.protocol import levels_to_uS
-from xbar.sampling import device_model_of
+from xbar.presets import device_model_of
 
 
 class ArC2Error(Exception):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from xbar.sampling import device_model_of
+from xbar.presets import device_model_of
 
 
 @dataclass(frozen=True)

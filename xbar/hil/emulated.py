@@ -31,7 +31,7 @@ import torch
 from xbar.devices import DeviceModel
 from xbar.errors import InputError
 from xbar.hil.protocol import check_block, check_tile
-from xbar.sampling import device_model_of
+from xbar.presets import device_model_of
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ from xbar.errors import InputError
 from xbar.hil.evaluate import evaluate
 from xbar.hil.protocol import CrossbarBackend
 from xbar.hil.session import HilSession, program_model, read_weights, weight_parameters
-from xbar.sampling import device_model_of
+from xbar.presets import device_model_of
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from xbar.hil.emulated import WriteVerifyReport, summarize
 from xbar.hil.protocol import CrossbarBackend
 from xbar.mapping import crossbar_matrix, recombine, slice_weights
 from xbar.mapping.slicing import level_sign
-from xbar.sampling import device_model_of
+from xbar.presets import device_model_of
 
 
 @dataclass(frozen=True)

@@ -377,7 +377,14 @@ class Preset:
         return self.device_model().devices_per_weight
 
     def device_model(self) -> DeviceModel:
-        """The :class:`DeviceModel` this preset describes."""
+        """The :class:`DeviceModel` this preset describes, built once per preset (validation builds it)."""
+        cached = self.__dict__.get("_device_model")
+        if cached is None:
+            cached = self._build_device_model()
+            object.__setattr__(self, "_device_model", cached)
+        return cached
+
+    def _build_device_model(self) -> DeviceModel:
         return DeviceModel(
             mapping=self.mapping,
             programming=self.programming,

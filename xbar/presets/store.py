@@ -9,6 +9,7 @@ from typing import Any
 
 import tomli_w
 
+from xbar.devices import DeviceModel
 from xbar.errors import InputError
 from xbar.fileio import atomic_write_text
 from xbar.presets.schema import Preset
@@ -45,31 +46,48 @@ def read_toml(path: str | os.PathLike) -> dict[str, Any]:
         raise InputError(f"{p}: cannot be read ({exc})") from None
 
 
-def load(name_or_path: str | os.PathLike | Preset, **overrides: Any) -> Preset:
-    """A validated preset by shipped name or file path, with keyword overrides.
+def resolve(
+    spec: str | os.PathLike | Preset | dict[str, Any], origin: str | None = None, base_dir: str | os.PathLike | None = None
+) -> Preset:
+    """The validated :class:`Preset` that ``spec`` names: the one place a preset is resolved.
+
+    ``spec`` is a shipped preset name, a ``.toml`` path, a ``Preset`` (returned as is) or a
+    preset dict (``Preset.to_dict()`` or a parsed TOML document, validated like a file;
+    ``origin`` names it in error messages, ``base_dir`` is where its ``[correlation].file`` lies).
+    ``Preset.device_model()`` gives its device model.
+    """
+    if isinstance(spec, Preset):
+        return spec
+    if isinstance(spec, dict):
+        return Preset.from_dict(spec, origin=origin or f"preset {spec.get('name', '<dict>')}", base_dir=base_dir)
+    if not isinstance(spec, str | os.PathLike):
+        raise InputError(
+            f"preset: got {type(spec).__name__}; expected a shipped preset name, a .toml path, a Preset or a "
+            "preset dict (xbar.presets.from_aihwkit reads an aihwkit noise model or RPU config)"
+        )
+    key = str(spec)
+    shipped = _shipped()
+    if key in shipped:
+        path = shipped[key]
+    elif key.endswith(".toml") or os.sep in key or _exists(key):
+        path = Path(key)
+    else:
+        shown = key if len(key) <= 80 else key[:77] + "..."
+        raise InputError(f"preset {shown!r}: not a shipped preset ({', '.join(sorted(shipped))}) nor a .toml file")
+    return Preset.from_dict(read_toml(path), origin=str(path if key not in shipped else f"preset {key}"), base_dir=path.parent)
+
+
+def device_model_of(spec: DeviceModel | str | os.PathLike | Preset | dict[str, Any]) -> DeviceModel:
+    """The device model of ``spec``: a :class:`DeviceModel` as is, anything else through :func:`resolve`."""
+    return spec if isinstance(spec, DeviceModel) else resolve(spec).device_model()
+
+
+def load(name_or_path: str | os.PathLike | Preset | dict[str, Any], **overrides: Any) -> Preset:
+    """:func:`resolve` with keyword overrides.
 
     ``load("fefet1", sigma_d=0.1, weight_bits=4, bits_per_device=2)``.
     """
-    if isinstance(name_or_path, Preset):
-        preset = name_or_path
-    elif not isinstance(name_or_path, str | os.PathLike):
-        raise InputError(
-            f"preset: got {type(name_or_path).__name__}; expected a shipped preset name, a .toml path or a Preset "
-            "(xbar.presets.from_aihwkit reads an aihwkit noise model or RPU config)"
-        )
-    else:
-        key = str(name_or_path)
-        shipped = _shipped()
-        if key in shipped:
-            path = shipped[key]
-        elif key.endswith(".toml") or os.sep in key or _exists(key):
-            path = Path(key)
-        else:
-            shown = key if len(key) <= 80 else key[:77] + "..."
-            raise InputError(f"preset {shown!r}: not a shipped preset ({', '.join(sorted(shipped))}) nor a .toml file")
-        preset = Preset.from_dict(
-            read_toml(path), origin=str(path if key not in shipped else f"preset {key}"), base_dir=path.parent
-        )
+    preset = resolve(name_or_path)
     return preset.with_overrides(**overrides) if overrides else preset
 
 

@@ -66,11 +66,12 @@ def periphery(
 
 
 def _preset_dict(preset: Any) -> dict[str, Any]:
+    """The config's stored form of ``preset``: a dict as given ({} = ideal devices), else ``resolve(preset).to_dict()``."""
     if isinstance(preset, dict):
         return preset
     from xbar import presets
 
-    return presets.load(preset).to_dict()
+    return presets.resolve(preset).to_dict()
 
 
 @dataclass
@@ -118,9 +119,9 @@ class XbarRPUConfig(TorchInferenceRPUConfig):
         """The preset as a validated :class:`xbar.presets.Preset` (None for ideal devices)."""
         if not self.preset:
             return None
-        from xbar.presets import Preset
+        from xbar.presets import resolve
 
-        return Preset.from_dict(self.preset, origin=f"preset {self.preset.get('name', '?')}")
+        return resolve(self.preset, origin=f"preset {self.preset.get('name', '?')}")
 
     def device_model(self) -> DeviceModel:
         """The preset's device model, built once per config (copies share nothing)."""

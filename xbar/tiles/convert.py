@@ -96,12 +96,11 @@ def _rpu_config_preset(config: Any, forward: IOParameters | None):
     return preset, forward
 
 
-def _load_preset(preset: Any, tile_size: tuple[int, int] | None):
+def _tiled_preset(preset: Any, tile_size: tuple[int, int] | None):
+    """``presets.resolve(preset)`` with ``tile_size`` (rows, cols) when given."""
     from xbar import presets
 
-    if isinstance(preset, dict):
-        preset = presets.Preset.from_dict(preset, origin=f"preset {preset.get('name', '<dict>')}")
-    p = presets.load(preset)
+    p = presets.resolve(preset)
     if tile_size is not None:
         rows, cols = (int(v) for v in tile_size)
         p = p.with_overrides(tile_rows=rows, tile_cols=cols)
@@ -184,7 +183,7 @@ def convert(
     """
     if type(preset).__module__.startswith("aihwkit.") or isinstance(preset, XbarRPUConfig):
         preset, forward = _rpu_config_preset(preset, forward)
-    p = _load_preset(preset, tile_size)
+    p = _tiled_preset(preset, tile_size)
     options = copy.deepcopy(dict(rpu_options or {}))
     for key in ("preset", "forward"):
         if key in options:

@@ -96,7 +96,7 @@ def noisy_parameters(
     else:
         if preset is None:
             raise InputError("noisy_parameters: a plain model needs a preset (name, path or DeviceModel)")
-        from xbar.sampling import device_model_of
+        from xbar.presets import device_model_of
 
         dm = device_model_of(preset)
         items = [NoisyParam(f"{n}.weight" if n else "weight", m.weight, dm) for n, m in weight_layers(model)]

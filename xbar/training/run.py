@@ -25,6 +25,7 @@ from xbar.errors import InputError
 from xbar.evaluation import kpp
 from xbar.evaluation import monte_carlo as study_monte_carlo
 from xbar.mapping import default_activation_bits, default_weight_bits, quantize_activations
+from xbar.presets import resolve as resolve_preset
 from xbar.training.base import make_optimizer
 from xbar.training.checkpoint import tensor_state
 from xbar.training.config import (  # noqa: F401  (re-exported: the names callers used before)
@@ -83,17 +84,6 @@ ALGO_HYPER: dict[str, dict[str, Hyper]] = {a: algo_hyper(a) for a in ALGOS}
 
 
 # ------------------------------------------------------------------------ helpers
-def _load_preset(preset):
-    from xbar import presets
-    from xbar.presets import Preset
-
-    if isinstance(preset, Preset):
-        return preset
-    if not isinstance(preset, str | os.PathLike):
-        raise InputError(f"preset {preset!r}: expected a preset name, a TOML path or a Preset")
-    return presets.load(str(preset))
-
-
 def _with_weight_bits(preset, model_name: str, bits: int | None):
     """``(preset, H)``: the preset with ``[mapping].weight_bits`` = H, H = ``bits`` or TRICE's
     per-network default (:func:`xbar.mapping.default_weight_bits`)."""
@@ -234,7 +224,7 @@ def train(
     epochs, h = resolve(algo, epochs, hyper)
     source = models.resolve(model_name)
     split, data_spec = load_data(data_name, h, seed)
-    preset_obj = _load_preset(preset)
+    preset_obj = resolve_preset(preset)
     label = _preset_label(preset)
     preset_obj, h["weight_bits"] = _with_weight_bits(preset_obj, source.spec, h["weight_bits"])
     family = _injection_family(algo, preset_obj, h)
