@@ -168,6 +168,13 @@ def _worker(rank: int, world: int, port: int, tmp: str) -> None:
         _train("dat", tmp_path / "runs" / "crashed")
     except Crash:
         pass
+    # a spawned process ends without running atexit hooks: leave the process group together
+    # (an undestroyed gloo group can abort a rank as the processes exit)
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 @pytest.fixture(scope="module")
