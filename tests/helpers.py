@@ -100,3 +100,29 @@ def write_run(directory: Path, model: nn.Module, preset: str = "rram-uniform", s
     }
     (directory / "manifest.json").write_text(json.dumps(manifest))
     return directory
+
+
+def cli_json(capsys, argv: list[str]) -> dict:
+    """Run ``xbar ARGV`` in-process; it must succeed, and its stdout is the JSON result."""
+    from xbar.cli import main
+
+    rc = main(argv)
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    return json.loads(cap.out)
+
+
+def cli_refused(capsys, argv: list[str], *words: str, usage_ok: bool = False) -> str:
+    """Run ``xbar ARGV`` in-process; it must exit 2 with one stderr line (no traceback) holding
+    every one of ``words``; ``usage_ok`` also allows argparse's usage block."""
+    from xbar.cli import main
+
+    rc = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2, err
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    assert len(lines) == 1 or (usage_ok and lines[0].startswith("usage:")), err
+    for w in words:
+        assert w in err, err
+    return err

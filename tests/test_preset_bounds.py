@@ -7,18 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_presets import BASE
 from xbar import presets
 from xbar.errors import InputError
 from xbar.presets.schema import BOUNDS, RENAMES, SECTIONS, _section_class
-
-BASE = """
-schema = "xbar-preset"
-schema_version = 1
-name = "x"
-[mapping]
-weight_bits = 4
-bits_per_device = 2
-"""
 
 # (TOML appended to BASE, or a [mapping] replacing it, and the bound the message must state)
 OUT_OF_BOUNDS = [

@@ -8,8 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import lenet, one_thread, write_run
+from tests.helpers import cli_json, cli_refused, lenet, one_thread, write_run
 from xbar.cli import main
+
+
+def _bad(capsys, argv, *words) -> str:
+    return cli_refused(capsys, argv, *words, usage_ok=True)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -28,22 +32,6 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     return out
 
 
-def _json(capsys, argv) -> dict:
-    rc = main(argv)
-    cap = capsys.readouterr()
-    assert rc == 0, cap.err
-    return json.loads(cap.out)
-
-
-def _bad(capsys, argv, *words) -> str:
-    rc = main(argv)
-    err = capsys.readouterr().err.strip()
-    assert rc == 2, err
-    assert "Traceback" not in err
-    assert len(err.splitlines()) == 1 or err.splitlines()[0].startswith("usage:"), err
-    for w in words:
-        assert w in err, err
-    return err
 
 
 FAST = ["--limit", "80", "--no-progress"]
@@ -58,7 +46,7 @@ def _documented(*key_sets) -> None:
 
 def test_eval_json_keys_out_and_plot(runs, capsys, tmp_path):
     out, plot = tmp_path / "res.json", tmp_path / "hist.png"
-    d = _json(capsys, ["eval", str(runs["r0"]), "--mc", "12", "--percentile", "5", "--json", "--out", str(out),
+    d = cli_json(capsys, ["eval", str(runs["r0"]), "--mc", "12", "--percentile", "5", "--json", "--out", str(out),
                        "--plot", str(plot), *FAST])
     for key in ("study", "preset", "n", "seed", "percentile", "confidence", "order_statistic", "rule", "kpp",
                 "kpp_interval", "mean", "std", "metrics", "clean", "per_instance", "checkpoint", "model", "data",
@@ -70,7 +58,7 @@ def test_eval_json_keys_out_and_plot(runs, capsys, tmp_path):
     assert plot.read_bytes()[:4] == b"\x89PNG"
     # no overwrite without --force, checked before any work
     _bad(capsys, ["eval", str(runs["r0"]), "--mc", "2", "--out", str(out), *FAST], "already exists", "--force")
-    _json(capsys, ["eval", str(runs["r0"]), "--mc", "2", "--json", "--out", str(out), "--force", *FAST])
+    cli_json(capsys, ["eval", str(runs["r0"]), "--mc", "2", "--json", "--out", str(out), "--force", *FAST])
 
 
 def test_eval_plain_state_dict_and_text(runs, capsys):
@@ -83,13 +71,13 @@ def test_eval_plain_state_dict_and_text(runs, capsys):
 
 
 def test_eval_adaptive(runs, capsys):
-    d = _json(capsys, ["eval", str(runs["r0"]), "--mc", "8", "--percentile", "50", "--tolerance", "0.5",
+    d = cli_json(capsys, ["eval", str(runs["r0"]), "--mc", "8", "--percentile", "50", "--tolerance", "0.5",
                        "--json", *FAST])
     assert d["n"] == 8 and d["history"][0]["interval_width"] < 0.5
 
 
 def test_eval_sigma_sweep(runs, capsys, tmp_path):
-    d = _json(capsys, ["eval", str(runs["r0"]), "--sigmas", "0,0.2,0.4", "--compare", str(runs["r1"]), "--mc", "4",
+    d = cli_json(capsys, ["eval", str(runs["r0"]), "--sigmas", "0,0.2,0.4", "--compare", str(runs["r1"]), "--mc", "4",
                        "--json", "--plot", str(tmp_path / "sweep.png"), *FAST])
     for key in ("study", "preset", "parameter", "percentile", "models", "sigmas", "kpp", "kpp_lower", "kpp_upper",
                 "mean", "std", "table", "per_instance"):
@@ -103,20 +91,20 @@ def test_eval_sigma_sweep(runs, capsys, tmp_path):
 
 
 def test_drift_json(runs, capsys, tmp_path):
-    d = _json(capsys, ["drift", str(runs["r0"]), "--preset", "pcm", "--times", "1s,1d,1y", "--mc", "3", "--json",
+    d = cli_json(capsys, ["drift", str(runs["r0"]), "--preset", "pcm", "--times", "1s,1d,1y", "--mc", "3", "--json",
                        "--plot", str(tmp_path / "d.png"), *FAST])
     for key in ("study", "times_s", "compensation", "table", "per_instance", "clean", "has_drift", "read_noise"):
         assert key in d, key
     assert d["times_s"] == [1.0, 86400.0, 31536000.0] and d["compensation"] == [True, False]
     assert len(d["table"]) == 6
     _documented(d, d["table"][0], d["per_instance"])
-    d = _json(capsys, ["drift", str(runs["r0"]), "--preset", "pcm", "--times", "3600", "--mc", "2",
+    d = cli_json(capsys, ["drift", str(runs["r0"]), "--preset", "pcm", "--times", "3600", "--mc", "2",
                        "--no-compensation", "--json", *FAST])
     assert d["compensation"] == [False]
 
 
 def test_bitflip_json_and_tables(runs, capsys, tmp_path):
-    d = _json(capsys, ["bitflip", str(runs["r0"]), "--dtype", "float32,int8", "--p-min", "1e-5", "--p-max", "1e-1", "--points-per-decade", "1",
+    d = cli_json(capsys, ["bitflip", str(runs["r0"]), "--dtype", "float32,int8", "--p-min", "1e-5", "--p-max", "1e-1", "--points-per-decade", "1",
                        "--repeats", "2", "--targets", "weights,activations", "--json", "--plot",
                        str(tmp_path / "b.png"), *FAST])
     for key in ("study", "targets", "p", "repeats", "table", "sweeps", "reference"):
@@ -128,7 +116,7 @@ def test_bitflip_json_and_tables(runs, capsys, tmp_path):
     assert len(sw["accuracy"]) == 5 and len(sw["accuracy"][0]) == 2
     assert {"label", "midpoint_p", "p_99_percent_of_peak", "converged"} <= set(d["table"][0])
     _documented(d, *d["table"], sw, sw["fit"], sw["table"][0], sw["baseline"])
-    d = _json(capsys, ["bitflip", str(runs["r0"]), "--mask", "msb:1", "--mask", "msb:9", "--p-min", "1e-3",
+    d = cli_json(capsys, ["bitflip", str(runs["r0"]), "--mask", "msb:1", "--mask", "msb:9", "--p-min", "1e-3",
                        "--repeats", "1", "--json", *FAST])
     assert set(d["sweeps"]) == {"msb:1", "msb:9"}
     assert d["sweeps"]["msb:9"]["mask_bits"] == list(range(23))
@@ -136,7 +124,7 @@ def test_bitflip_json_and_tables(runs, capsys, tmp_path):
 
 def test_bitflip_directional(runs, capsys):
     """--p10-ratio 0: only 0 -> 1 flips; the table gives both probabilities, not the symmetric expectation."""
-    d = _json(capsys, ["bitflip", str(runs["r0"]), "--p-min", "1e-3", "--p-max", "1e-2", "--points-per-decade", "1",
+    d = cli_json(capsys, ["bitflip", str(runs["r0"]), "--p-min", "1e-3", "--p-max", "1e-2", "--points-per-decade", "1",
                        "--repeats", "1", "--targets", "weights", "--p10-ratio", "0", "--json", *FAST])
     assert d["p10_ratio"] == 0.0
     row = d["sweeps"]["float32"]["table"][1]
@@ -149,12 +137,12 @@ def test_bitflip_directional(runs, capsys):
 
 
 def test_landscape_1d_and_2d(runs, capsys, tmp_path):
-    d = _json(capsys, ["landscape", str(runs["r0"]), "--dims", "1", "--directions", "2", "--alphas=-1:1:3",
+    d = cli_json(capsys, ["landscape", str(runs["r0"]), "--dims", "1", "--directions", "2", "--alphas=-1:1:3",
                        "--json", *FAST])
     assert d["dims"] == 1 and d["alphas"] == [-1.0, 0.0, 1.0] and len(d["loss"]) == 2
     assert d["split"] == "train"
     _documented(d)
-    d = _json(capsys, ["landscape", str(runs["r0"]), "--dims", "2", "--models", f"{runs['r1']},{runs['r2']}",
+    d = cli_json(capsys, ["landscape", str(runs["r0"]), "--dims", "2", "--models", f"{runs['r1']},{runs['r2']}",
                        "--alphas", "0:1:3", "--betas", "0,0.5", "--json", "--plot", str(tmp_path / "l2.png"), *FAST])
     assert d["dims"] == 2 and len(d["loss"]) == 3 and len(d["loss"][0]) == 2
     assert d["models"] == [str(runs["r0"]), str(runs["r1"]), str(runs["r2"])]
