@@ -21,7 +21,7 @@ drift and read noise are sampled per device and recombined.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import torch
@@ -190,10 +190,7 @@ class DeviceModel:
         """Closed-form std of the independent noise of each weight: programming noise (Eq. 14)
         and, with a ``[weight_variation]``, WVAT's gamma sigma_v A of the layer, added in variance."""
         w = weights.detach()
-        return self._weight_std(w, *quantize(w, self.mapping), sigma_scale)
-
-    def _weight_std(self, w: torch.Tensor, q: torch.Tensor, s: torch.Tensor, sigma_scale: float = 1.0) -> torch.Tensor:
-        """:meth:`weight_std` of ``w`` quantized to codes ``q`` with scale ``s``."""
+        q, s = quantize(w, self.mapping)
         prog = self.programming
         if prog is None or prog.is_zero:
             std = torch.zeros_like(w)
@@ -222,10 +219,7 @@ class DeviceModel:
     def weight_mean_shift(self, weights: torch.Tensor) -> torch.Tensor | None:
         """Closed-form mean offset of each programmed weight from per-level means, or None."""
         w = weights.detach()
-        return self._weight_shift(w, *quantize(w, self.mapping))
-
-    def _weight_shift(self, w: torch.Tensor, q: torch.Tensor, s: torch.Tensor) -> torch.Tensor | None:
-        """:meth:`weight_mean_shift` of ``w`` quantized to codes ``q`` with scale ``s``."""
+        q, s = quantize(w, self.mapping)
         shift = self._level_shift(w, q)
         return None if shift is None else shift * s
 
@@ -319,9 +313,10 @@ class DeviceModel:
     ) -> torch.Tensor:
         """``n`` draws of the programming noise N(mu, Sigma) of ``weights`` in weight units, ``[n, *w]``.
 
-        The one weight-space draw of Eq. 14 (no clipping, no bit flips): the independent
-        part (per-weight std, with any WVAT weight variation) and the per-level mean
-        shift when ``independent``, the correlated field (mean and fluctuation) when
+        Eq. 14 in weight space (no clipping, no bit flips) through :meth:`_drawer`, the draw
+        training, Monte Carlo, DAT and the emulated chip share: the independent part
+        (per-weight std, with any WVAT weight variation) and the per-level mean shift
+        when ``independent``, the correlated field (mean and fluctuation) when
         ``correlated``. With ``stored`` the draws start from the stored weights
         (:meth:`target`), as :meth:`program` returns them; else from zero, DAT's
         eta = mu + A z (Alg. 1 line 8). ``seeds`` as in :meth:`program`. The weights
@@ -330,26 +325,77 @@ class DeviceModel:
         w = weights.detach()
         n, seeds = _instance_count(n, seeds)
         q, s = quantize(w, self.mapping)
-        if not stored:
-            start = torch.zeros_like(w)
-        else:
-            start = w if self.mapping.analog else q * s
-        std = self._weight_std(w, q, s) if independent else None
-        std = std if std is not None and bool(std.any()) else None
-        shift = self._weight_shift(w, q, s) if independent else None
+        draw = self._drawer(w, q, s, NoiseFamily(), 1.0, stored, independent, correlated)
+        return _per_instance(draw, n, generator, seeds, w)
 
-        def draw(k: int, gen: torch.Generator | None) -> torch.Tensor:
-            out = start.expand(k, *w.shape).clone()
-            if std is not None:
-                out += std * torch.randn(out.shape, generator=gen, device=out.device, dtype=out.dtype)
+    @torch.no_grad()
+    def _drawer(
+        self,
+        w: torch.Tensor,
+        q: torch.Tensor,
+        s: torch.Tensor,
+        family: NoiseFamily,
+        sigma_scale: float = 1.0,
+        stored: bool = True,
+        independent: bool = True,
+        correlated: bool = True,
+        buffers: bool = False,
+    ) -> Callable[[int, torch.Tensor | None], torch.Tensor]:
+        """``draw(k, generator)``: ``k`` weight-space draws of Eq. 14, ``[k, *w]`` — the one noise
+        draw of the device model, shared by training, Monte Carlo, DAT and the emulated chip.
+
+        In level steps: the independent programming noise of ``family`` times
+        ``sigma_scale``, the per-level mean offsets, the correlated field (fluctuation
+        times ``sigma_scale``); then times the scale ``s`` and, with ``stored``, on top
+        of the stored weights ((noise + q) s, or noise s + w for analog storage); then
+        WVAT's weight variation gamma sigma_v A times ``sigma_scale`` in weight units
+        (Eq. 1). The random numbers are drawn in that order, all ``k`` draws of a part
+        at once. The per-weight statistics (Eq. 14 std, offsets) are computed here, once
+        for every call of ``draw``; with ``buffers`` they live in scratch buffers
+        (:mod:`xbar.devices.scratch`: one training draw, used before the next).
+        """
+        cfg = self.mapping
+        prog = self.programming
+        noisy = independent and prog is not None and not prog.is_zero and sigma_scale != 0
+        gaussian = noisy and family.is_gaussian
+        std_scale, level_std = sigma_scale, None
+        if gaussian:
+            tables = self.code_tables(w.dtype, w.device)
+            const = tables.const_std if tables is not None else None
+            if const is None:
+                level_std = self._level_std(w, q, out=scratch("std", w.shape, w.dtype, w.device) if buffers else None)
+            else:
+                std_scale = sigma_scale * const
+        shift = self._level_shift(w, q) if independent else None
+        base = (w if cfg.analog else q * s) if stored else None
+        vary = self.variation.std(w) * sigma_scale if independent and self._varies and sigma_scale != 0 else None
+
+        def draw(k: int, generator: torch.Generator | None) -> torch.Tensor:
+            shape = (k, *w.shape)
+            noise = None
+            if gaussian:
+                noise = torch.empty(shape, dtype=w.dtype, device=w.device).normal_(0.0, std_scale, generator=generator)
+                if level_std is not None:
+                    noise.mul_(level_std)
+            elif noisy:
+                noise = self._family_noise(w, q, family, sigma_scale, generator, k)
             if shift is not None:
-                out += shift
-            corr = self._level_correlated(w, k, gen) if correlated else None
-            if corr is not None:
-                out += corr.mul_(s)
+                noise = shift.expand(shape).clone() if noise is None else noise.add_(shift)
+            noise = _accumulate(noise, self._level_correlated(w, k, generator, sigma_scale) if correlated else None)
+            if noise is None:
+                out = torch.zeros(shape, dtype=w.dtype, device=w.device) if base is None else base.expand(shape).clone()
+            elif base is None:
+                out = noise.mul_(s)
+            elif cfg.analog:
+                out = noise.mul_(s).add_(w)
+            else:
+                out = noise.add_(q).mul_(s)
+            if vary is not None:
+                v = torch.randn(shape, generator=generator, device=w.device, dtype=w.dtype)
+                out.add_(v.mul_(vary))
             return out
 
-        return _per_instance(draw, n, generator, seeds, w)
+        return draw
 
     def _flip(self, w: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
         if not self.stores_bit_patterns:
@@ -549,54 +595,33 @@ class DeviceModel:
         temporaries are scratch buffers (:mod:`xbar.devices.scratch`).
         """
         cfg = self.mapping
-        prog = self.programming
-        q = s = stored = None
-        if not (cfg.analog and self._analog_noise_free):
-            q, s = quantize(w, cfg, out=scratch("codes", w.shape, w.dtype, w.device))
-            if prog is not None and not prog.is_zero and sigma_scale != 0:
-                stored = self._independent_noise(w, q, family or self.injection, sigma_scale, generator)
-            stored = _accumulate(stored, self._level_shift(w, q))
-            corr = self._level_correlated(w, 1, generator, sigma_scale)
-            stored = _accumulate(stored, None if corr is None else corr[0])
-        if stored is None:
-            stored = w if q is None or cfg.analog else q * s
-        elif cfg.analog:
-            stored.mul_(s).add_(w)
+        if cfg.analog and self._analog_noise_free and not self._varies:
+            stored, q, s = w, None, None
         else:
-            stored.add_(q).mul_(s)
-        if self._varies and sigma_scale != 0:  # WVAT's HSV, weight units (Eq. 1)
-            v = torch.randn(w.shape, generator=generator, device=w.device, dtype=w.dtype)
-            v.mul_(self.variation.std(w) * sigma_scale)
-            stored = stored + v if stored is w else stored.add_(v)
+            q, s = quantize(w, cfg, out=scratch("codes", w.shape, w.dtype, w.device))
+            stored = self._drawer(w, q, s, family or self.injection, sigma_scale, buffers=True)(1, generator)[0]
         if self.stores_bit_patterns:
             stored = flip_bits(stored, self.bitflip, generator=generator)
         return stored, q, s
 
-    def _independent_noise(
+    def _family_noise(
         self,
         w: torch.Tensor,
         q: torch.Tensor,
         family: NoiseFamily,
         sigma_scale: float,
         generator: torch.Generator | None,
+        k: int = 1,
     ) -> torch.Tensor:
-        """Independent programming noise of one draw in level steps, a new tensor.
+        """Independent programming noise of a non-Gaussian ``family``, ``k`` draws in level steps, ``[k, *w]``.
 
-        Gaussian: one normal per weight times the Eq. 14 std (no lookup when sigma does
-        not depend on the level); a symmetric independent draw needs no digital sign.
-        Other families: one draw x_d per device, sum_d gain_d sign_d sigma(g_d) x_d
-        (Eq. 14 before the closed form), times the digital sign for magnitude mapping.
+        One draw x_d per device, sum_d gain_d sign_d sigma(g_d) x_d (Eq. 14 before the
+        closed form), times the digital sign for magnitude mapping.
         """
         tables = self.code_tables(w.dtype, w.device)
-        noise = torch.empty(w.shape, dtype=w.dtype, device=w.device)
-        if family.is_gaussian:
-            const = tables.const_std if tables is not None else None
-            noise.normal_(0.0, sigma_scale * (1.0 if const is None else const), generator=generator)
-            if const is None:
-                noise.mul_(self._level_std(w, q, out=scratch("std", w.shape, w.dtype, w.device)))
-            return noise
+        noise = torch.empty((k, *w.shape), dtype=w.dtype, device=w.device)
         coeffs = self._device_sigmas(w, q, tables)
-        x = family.sample_(scratch("draws", (len(coeffs), *w.shape), w.dtype, w.device), generator)
+        x = family.sample_(scratch("draws", (len(coeffs), k, *w.shape), w.dtype, w.device), generator)
         if isinstance(coeffs[0], float):
             torch.mul(x[0], coeffs[0] * sigma_scale, out=noise)
             for xd, c in zip(x[1:], coeffs[1:]):
