@@ -314,7 +314,7 @@ class DeviceModel:
         """``n`` draws of the programming noise N(mu, Sigma) of ``weights`` in weight units, ``[n, *w]``.
 
         Eq. 14 in weight space (no clipping, no bit flips) through :meth:`_drawer`, the draw
-        training, Monte Carlo, DAT and the emulated chip share: the independent part
+        training, Monte Carlo and DAT share: the independent part
         (per-weight std, with any WVAT weight variation) and the per-level mean shift
         when ``independent``, the correlated field (mean and fluctuation) when
         ``correlated``. With ``stored`` the draws start from the stored weights
@@ -342,7 +342,7 @@ class DeviceModel:
         buffers: bool = False,
     ) -> Callable[[int, torch.Tensor | None], torch.Tensor]:
         """``draw(k, generator)``: ``k`` weight-space draws of Eq. 14, ``[k, *w]`` — the one noise
-        draw of the device model, shared by training, Monte Carlo, DAT and the emulated chip.
+        draw of the device model, shared by training, Monte Carlo and DAT.
 
         In level steps: the independent programming noise of ``family`` times
         ``sigma_scale``, the per-level mean offsets, the correlated field (fluctuation
