@@ -33,7 +33,7 @@ from xbar.devices.families import NoiseFamily
 from xbar.devices.measured import MeasuredCovariance
 from xbar.devices.programming import ProgrammingNoise, lookup
 from xbar.devices.scratch import scratch
-from xbar.devices.seeding import FLIP_STREAM, generators
+from xbar.devices.seeding import FLIP_STREAM, derive_seed, generators
 from xbar.devices.variation import RangeVariation
 from xbar.mapping import MappingConfig, crossbar_matrix, quantize, slice_weights, straight_through
 from xbar.mapping.slicing import level_sign, recombine, slice_codes
@@ -407,10 +407,10 @@ class DeviceModel:
             return w
         if seeds is None:
             return self._flip(w, gen)
-        # a stream of its own for the flips of each instance (offset from the noise stream);
+        # a stream of its own for the flips of each instance (named under the noise stream);
         # sparse flips on the CPU whatever the weights' device: a GPU would wait for each small
         # step of the draw (xbar.devices.bitflip.flip_stored), and every device flips the same bits
-        gens = generators([int(s) + FLIP_STREAM for s in seeds], "cpu" if self.bitflip.sparse else w.device)
+        gens = generators([derive_seed(s, FLIP_STREAM) for s in seeds], "cpu" if self.bitflip.sparse else w.device)
         return torch.cat([self._flip(wi[None], g) for wi, g in zip(w, gens)])
 
     def program_devices(

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 
 import torch
 
-from xbar.devices.seeding import GOLDEN, generators, mix64, splitmix64
+from xbar.devices.seeding import GOLDEN, chain, generators, mix64, splitmix64
 
 __all__ = ["PROGRAM", "READ", "ACTIVATION", "DIRECTION", "BIAS", "instance_seeds", "generators", "time_tag"]
 
@@ -28,12 +28,10 @@ _MASK = (1 << 64) - 1
 def instance_seeds(seed: int, indices: Iterable[int], *tags: int) -> list[int]:
     """63-bit seeds, one per global instance index, for the stream named by ``tags``.
 
-    ``seeds = mix(mix(...mix(seed) ^ tag_1 ...) ^ tag_m ^ index)`` with SplitMix64
-    (:mod:`xbar.devices.seeding`); deterministic across platforms and processes.
+    ``derive_seed(seed, *tags, index)`` of :mod:`xbar.devices.seeding` (a SplitMix64
+    chain), vectorized over the indices; deterministic across platforms and processes.
     """
-    h = splitmix64(int(seed) & _MASK)
-    for t in tags:
-        h = splitmix64(h ^ (int(t) & _MASK))
+    h = chain(seed, *(int(t) for t in tags))
     idx = [int(i) & _MASK for i in indices]
     if len(idx) <= 16:
         return [splitmix64(h ^ i) >> 1 for i in idx]

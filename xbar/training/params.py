@@ -14,7 +14,6 @@ lands on the clean weights (straight-through, TRICE Alg. 1 line 6).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import torch
 from torch import nn
 
 from xbar.devices import DeviceModel
+from xbar.devices.seeding import derive_seed
 from xbar.errors import InputError
 
 
@@ -181,12 +181,6 @@ def forward_weights(
 def grads(targets: Sequence[NoisyParam]) -> list[torch.Tensor]:
     """Copies of the current gradients (zeros where a parameter has none)."""
     return [t.param.grad.detach().clone() if t.param.grad is not None else torch.zeros_like(t.param) for t in targets]
-
-
-def derive_seed(seed: int, *keys: object) -> int:
-    """A 63-bit seed derived from ``seed`` and ``keys`` (stable across runs and platforms)."""
-    h = hashlib.sha256(repr((int(seed), *keys)).encode()).digest()
-    return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
 
 
 def make_generator(seed: int, device: torch.device | str | None = None, *keys: object) -> torch.Generator:
