@@ -199,8 +199,8 @@ def test_large_tile_never_forms_the_dense_matrix(monkeypatch) -> None:
         return wrapped
 
     for name in ("eigh", "cholesky", "eigvalsh"):
-        monkeypatch.setattr(correlated.torch.linalg, name, small_only(getattr(torch.linalg, name)))
-    monkeypatch.setattr(correlated.torch, "kron", lambda *a: pytest.fail("kron formed a dense covariance"))
+        monkeypatch.setattr(torch.linalg, name, small_only(getattr(torch.linalg, name)))
+    monkeypatch.setattr(torch, "kron", lambda *a: pytest.fail("kron formed a dense covariance"))
     correlated._kernel_factors.cache_clear()  # factor the kernels under the guards
     k = KroneckerCovariance(sigma=0.2, length_rows=8.0, length_cols=8.0)
     f = k.sample(512, 512, 2, 512, 512, torch.Generator().manual_seed(0))

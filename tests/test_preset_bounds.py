@@ -10,7 +10,7 @@ import pytest
 from tests.test_presets import BASE
 from xbar import presets
 from xbar.errors import InputError
-from xbar.presets.schema import BOUNDS, RENAMES, SECTIONS, _section_class
+from xbar.presets.schema import BOUNDS, RENAMES, SECTIONS
 
 # (TOML appended to BASE, or a [mapping] replacing it, and the bound the message must state)
 OUT_OF_BOUNDS = [
@@ -45,7 +45,7 @@ def test_every_numeric_field_has_a_bound() -> None:
     missing = []
     for section in SECTIONS:
         inverse = {v: k for k, v in RENAMES.get(section, {}).items() if v}
-        for f in dataclasses.fields(_section_class(section)):
+        for f in dataclasses.fields(SECTIONS[section]):
             if any(t in str(f.type) for t in ("int", "float")):
                 key = inverse.get(f.name, f.name)
                 if (section, key) not in BOUNDS:

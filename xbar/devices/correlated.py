@@ -20,12 +20,18 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where tensors are made: presets load without it
+    import torch
 
 
-def exponential_kernel(n: int, length: float, dtype: torch.dtype = torch.float64, device=None) -> torch.Tensor:
-    """K(i, j) = exp(-|i - j| / length); the identity when length = 0."""
+def exponential_kernel(n: int, length: float, dtype: torch.dtype | None = None, device=None) -> torch.Tensor:
+    """K(i, j) = exp(-|i - j| / length); the identity when length = 0. ``dtype`` None: float64."""
+    import torch
+
+    dtype = torch.float64 if dtype is None else dtype
+
     idx = torch.arange(n, dtype=dtype, device=device)
     if length <= 0:
         return torch.eye(n, dtype=dtype, device=device)
@@ -35,6 +41,8 @@ def exponential_kernel(n: int, length: float, dtype: torch.dtype = torch.float64
 @functools.lru_cache(maxsize=64)
 def _kernel_factors(n: int, length: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(Cholesky factor, eigenvalues descending, eigenvectors) of an exponential kernel, float64 CPU."""
+    import torch
+
     k = exponential_kernel(n, length)
     chol = torch.linalg.cholesky(k + 1e-12 * torch.eye(n, dtype=k.dtype))
     vals, vecs = torch.linalg.eigh(k)
@@ -74,9 +82,12 @@ class KroneckerCovariance:
                 raise ValueError(f"{name} = {v}: expected a finite length >= 0 (devices)")
 
     @functools.lru_cache(maxsize=128)  # noqa: B019 - frozen, hashed by value; few distinct tiles
-    def factors(self, tile_rows: int, tile_cols: int, device: torch.device, dtype: torch.dtype = torch.float32):
+    def factors(self, tile_rows: int, tile_cols: int, device: torch.device, dtype: torch.dtype | None = None):
         """Cholesky factors (rows, cols) of one tile's kernels on ``device``, kept per shape, device
-        and dtype (a training step samples every layer); shared tensors, not to be modified."""
+        and dtype (None: float32; a training step samples every layer); shared tensors, not to be modified."""
+        import torch
+
+        dtype = torch.float32 if dtype is None else dtype
         lr = _kernel_factors(tile_rows, float(self.length_rows))[0].to(device=device, dtype=dtype)
         lc = _kernel_factors(tile_cols, float(self.length_cols))[0].to(device=device, dtype=dtype)
         return lr, lc
@@ -90,7 +101,7 @@ class KroneckerCovariance:
         tile_cols: int,
         generator: torch.Generator | None = None,
         device=None,
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype | None = None,
         z: torch.Tensor | None = None,
         centered: bool = False,
         transposed: bool = False,
@@ -102,8 +113,13 @@ class KroneckerCovariance:
         ``centered`` leaves the mean out (the zero-mean fluctuation only);
         ``transposed`` returns the same fields laid out ``[n, cols, rows]`` (contiguous
         when no tile is partial), the layout of a weight tensor ``[out, in]``;
-        ``scale`` multiplies the fluctuation (applied to the small factors, no extra pass).
+        ``scale`` multiplies the fluctuation (applied to the small factors, no extra pass);
+        ``dtype`` None is float32.
         """
+        import torch
+
+        dtype = torch.float32 if dtype is None else dtype
+
         nr, nc, tr, tc = _pad_tiles(rows, cols, tile_rows, tile_cols)
         mean = 0.0 if centered else self.mean
         if self.rank:
@@ -142,6 +158,8 @@ class KroneckerCovariance:
         Returns (values [k], row_vectors [tile_rows, k], col_vectors [tile_cols, k]);
         eigenvector j is ``outer(row_vectors[:, j], col_vectors[:, j])`` flattened row-major.
         """
+        import torch
+
         _, vr, er = _kernel_factors(tile_rows, float(self.length_rows))
         _, vc, ec = _kernel_factors(tile_cols, float(self.length_cols))
         k = min(k, tile_rows * tile_cols)
@@ -159,6 +177,8 @@ class KroneckerCovariance:
 
     def to_dense(self, tile_rows: int, tile_cols: int) -> torch.Tensor:
         """The dense covariance of one tile (row-major device order); for tests and small tiles."""
+        import torch
+
         kr = exponential_kernel(tile_rows, self.length_rows)
         kc = exponential_kernel(tile_cols, self.length_cols)
         return torch.kron(kr, kc) * self.sigma**2
@@ -177,8 +197,12 @@ class KroneckerLowRank:
     def rank(self) -> int:
         return self.sqrt_values.numel()
 
-    def sample(self, n: int, generator=None, device=None, dtype=torch.float32, z=None) -> torch.Tensor:
-        """``n`` tile fields ``[n, R, C]``."""
+    def sample(self, n: int, generator=None, device=None, dtype=None, z=None) -> torch.Tensor:
+        """``n`` tile fields ``[n, R, C]`` (``dtype`` None: float32)."""
+        import torch
+
+        dtype = torch.float32 if dtype is None else dtype
+
         a = self.sqrt_values.to(device=device, dtype=dtype)
         u = self.row_vectors.to(device=device, dtype=dtype)
         v = self.col_vectors.to(device=device, dtype=dtype)
@@ -195,6 +219,8 @@ class DenseCovariance:
     mean: torch.Tensor | float = 0.0
 
     def __post_init__(self) -> None:
+        import torch
+
         c = self.cov
         if c.dim() != 2 or c.shape[0] != c.shape[1]:
             raise ValueError(f"covariance shape {tuple(c.shape)}: expected a square matrix")
@@ -210,15 +236,24 @@ class DenseCovariance:
 
     @functools.cached_property
     def _factor(self) -> torch.Tensor:
+        import torch
+
         vals, vecs = torch.linalg.eigh(self.cov.double())
         return (vecs * vals.clamp(min=0).sqrt()).to(self.cov.dtype)
 
-    def sample(self, n: int, generator=None, device=None, dtype=torch.float32) -> torch.Tensor:
+    def sample(self, n: int, generator=None, device=None, dtype=None) -> torch.Tensor:
+        """``n`` draws ``[n, d]`` (``dtype`` None: float32)."""
+        import torch
+
+        dtype = torch.float32 if dtype is None else dtype
+
         z = torch.randn((n, self.dim), generator=generator, device=device, dtype=dtype)
         return z @ self._factor.to(device=device, dtype=dtype).T + self.mean
 
     def low_rank(self, k: int) -> LowRankCovariance:
         """DAT Algorithm 1, lines 2-3: A_k = V_k D_k^(1/2) from the k largest eigenpairs."""
+        import torch
+
         vals, vecs = torch.linalg.eigh(self.cov.double())
         order = torch.argsort(vals, descending=True)[:k]
         a = vecs[:, order] * vals[order].clamp(min=0).sqrt()
@@ -236,7 +271,12 @@ class LowRankCovariance:
     def rank(self) -> int:
         return self.factor.shape[1]
 
-    def sample(self, n: int, generator=None, device=None, dtype=torch.float32) -> torch.Tensor:
+    def sample(self, n: int, generator=None, device=None, dtype=None) -> torch.Tensor:
+        """``n`` draws ``[n, d]`` (``dtype`` None: float32)."""
+        import torch
+
+        dtype = torch.float32 if dtype is None else dtype
+
         z = torch.randn((n, self.rank), generator=generator, device=device, dtype=dtype)
         return z @ self.factor.to(device=device, dtype=dtype).T + self.mean
 

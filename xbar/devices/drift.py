@@ -22,20 +22,26 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from xbar.devices.programming import lookup, polynomial
 from xbar.errors import InputError
 from xbar.mapping import MappingConfig
 
+if TYPE_CHECKING:  # torch is imported where tensors are made: presets load without it
+    import torch
+
 
 def _table(values: tuple[float, ...], levels: torch.Tensor) -> torch.Tensor:
+    import torch
+
     return lookup(torch.tensor(values, dtype=levels.dtype, device=levels.device), levels)
 
 
 def _interp(points: tuple[float, ...], values: tuple[float, ...], g: torch.Tensor) -> torch.Tensor:
     """Piecewise-linear ``values`` over ascending ``points`` at ``g``, constant beyond the ends (numpy.interp)."""
+    import torch
+
     x = torch.tensor(points, dtype=g.dtype, device=g.device)
     y = torch.tensor(values, dtype=g.dtype, device=g.device)
     g = g.clamp(min=points[0], max=points[-1])
@@ -45,6 +51,8 @@ def _interp(points: tuple[float, ...], values: tuple[float, ...], g: torch.Tenso
 
 
 def _log_clip(coeffs: tuple[float, float], clip: tuple[float, float], g_rel: torch.Tensor) -> torch.Tensor:
+    import torch
+
     return (coeffs[0] * torch.log(g_rel) + coeffs[1]).clamp(min=clip[0], max=clip[1])
 
 
@@ -111,6 +119,8 @@ class DriftModel:
 
     def nu_params(self, levels: torch.Tensor, cfg: MappingConfig) -> tuple[torch.Tensor, torch.Tensor]:
         """(nu_mean, nu_std) of each device given its target level."""
+        import torch
+
         if self.nu_points_uS is not None:
             mean = _interp(self.nu_points_uS, self.nu_mean_levels, levels)
             std = _interp(self.nu_points_uS, self.nu_std_levels, levels) if self.nu_std_levels else torch.zeros_like(levels)
@@ -131,6 +141,8 @@ class DriftModel:
 
     def factor(self, nu: torch.Tensor, t: float) -> torch.Tensor:
         """((t + t0) / t0)^-nu: the multiplicative drift after ``t`` seconds."""
+        import torch
+
         if t <= 0:
             return torch.ones_like(nu)
         return torch.pow(torch.as_tensor((t + self.t0_s) / self.t0_s, dtype=nu.dtype), -nu)
@@ -194,6 +206,8 @@ class ReadNoise:
         """Absolute read-noise sigma (level units) of each device read at time ``t``.
 
         For ``resampled-poly`` the sigma around the *target* at time ``t`` (see :meth:`resample`)."""
+        import torch
+
         if self.kind == "resampled-poly":
             coeffs = self.polynomial_at(t)
             sig = polynomial(coeffs, target / cfg.level_max)

@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where tensors are made: presets load without it
+    import torch
+
 
 FAMILIES = ("gaussian", "right-censored", "left-censored", "right-truncated", "left-truncated")
 
@@ -52,9 +55,13 @@ class NoiseFamily:
         shape: tuple[int, ...] | torch.Size,
         generator: torch.Generator | None = None,
         device: torch.device | str | None = None,
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype | None = None,
     ) -> torch.Tensor:
-        """Draw unit-scale samples of this family."""
+        """Draw unit-scale samples of this family (``dtype`` None: float32)."""
+        import torch
+
+        dtype = torch.float32 if dtype is None else dtype
+
         th = self.threshold
         if self.kind.endswith("truncated"):
             # Inverse-CDF sampling of the truncated normal: u ~ U(lo, hi), g = Phi^-1(u).

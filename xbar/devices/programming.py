@@ -9,10 +9,12 @@ For analog storage, aihwkit's PCM polynomial sigma(g) = sum_i c_i (g/g_max)^i (u
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from xbar.mapping import MappingConfig
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: presets load without it
+    import torch
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,8 @@ class ProgrammingNoise:
 
     def sigma(self, levels: torch.Tensor, cfg: MappingConfig) -> torch.Tensor:
         """Sigma of each device given its target level (same shape as ``levels``)."""
+        import torch
+
         if self.sigma_poly_uS is not None:
             sig = polynomial(self.sigma_poly_uS, levels / cfg.conductance_max_uS)
             return sig * (cfg.conductance_max_uS / self.poly_reference_uS) * self.scale
@@ -89,6 +93,8 @@ class ProgrammingNoise:
         return lookup(table, levels) * (self.sigma_d * self.scale)
 
     def mean(self, levels: torch.Tensor) -> torch.Tensor | None:
+        import torch
+
         if not self.has_offsets:
             return None
         table = torch.tensor(self.mean_levels, dtype=levels.dtype, device=levels.device)
@@ -97,6 +103,8 @@ class ProgrammingNoise:
 
 def polynomial(coeffs: tuple[float, ...], x: torch.Tensor) -> torch.Tensor:
     """sum_i c_i x^i (aihwkit's noise polynomials in g/g_max)."""
+    import torch
+
     out = torch.zeros_like(x) + coeffs[0]
     power = torch.ones_like(x)
     for c in coeffs[1:]:

@@ -16,11 +16,14 @@ state dicts are those of the plain model.
 
 from __future__ import annotations
 
-import torch
-from torch import nn
-from torch.utils.hooks import RemovableHandle
+from typing import TYPE_CHECKING
 
 from xbar.mapping.quantize import straight_through
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: presets load without it
+    import torch
+    from torch import nn
+    from torch.utils.hooks import RemovableHandle
 
 #: TRICE's activation bits per network (Sec. IV-C: LeNet 4 bits; IV-D: VGG-8, ResNet-18 6 bits).
 TRICE_ACTIVATION_BITS = {"lenet": 4, "vgg8": 6, "resnet18": 6}
@@ -37,6 +40,8 @@ def quantize_activation(x: torch.Tensor, bits: int) -> torch.Tensor:
     """
     if bits <= 0:
         return x
+    import torch
+
     levels = 2**bits - 1
     dims = tuple(range(1, x.dim())) if x.dim() > 1 else (0,)
     xd = x.detach()
@@ -66,6 +71,8 @@ def quantize_activations(model: nn.Module, bits: int | None) -> list[RemovableHa
 
     ``bits`` None or 0 does nothing. Remove with ``for h in handles: h.remove()``.
     """
+    from torch import nn
+
     if not bits:
         return []
     if bits < 1 or bits > 16:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from xbar.mapping.config import MappingConfig
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: presets load without it
+    import torch
 
 
 def weight_scale(weights: torch.Tensor, cfg: MappingConfig) -> torch.Tensor:
@@ -15,6 +18,8 @@ def weight_scale(weights: torch.Tensor, cfg: MappingConfig) -> torch.Tensor:
     Returned with as many dimensions as ``weights`` (``[out, 1, ...]`` per channel,
     ``[1, 1, ...]`` per tensor), so that ``recombine`` can tell the weight dimensions apart.
     """
+    import torch
+
     w = weights.detach()
     if cfg.scale == "per-channel" and w.dim() > 1:
         lo, hi = torch.aminmax(w.reshape(w.shape[0], -1), dim=1)
@@ -37,6 +42,8 @@ def quantize(
     Analog storage returns the conductance-unit value w / s unrounded. ``out``
     (shaped like ``weights``) receives q instead of a new tensor.
     """
+    import torch
+
     s = weight_scale(weights, cfg)
     q = torch.div(weights.detach(), s, out=out)
     if cfg.analog:
@@ -48,18 +55,6 @@ def dequantize(q: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     return q * s
 
 
-class _StraightThrough(torch.autograd.Function):
-    """Forward: ``value``; backward: the gradient goes to ``weights`` unchanged."""
-
-    @staticmethod
-    def forward(ctx, weights: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-        return value
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return grad, None
-
-
 def straight_through(weights: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
     """``value`` in the forward pass, with d value / d weights = identity (straight-through estimator).
 
@@ -67,9 +62,13 @@ def straight_through(weights: torch.Tensor, value: torch.Tensor) -> torch.Tensor
     the weights; ``value`` must not need a gradient itself. Without autograd (no
     gradient wanted) ``value`` is returned as is.
     """
+    import torch
+
     if not (weights.requires_grad and torch.is_grad_enabled()):
         return value
-    return _StraightThrough.apply(weights, value)
+    from xbar.mapping.autograd import StraightThrough
+
+    return StraightThrough.apply(weights, value)
 
 
 def quantize_ste(weights: torch.Tensor, cfg: MappingConfig) -> torch.Tensor:

@@ -7,11 +7,13 @@ g_i = sum_j h_{iB+j} 2^j; Eq. 14 recombines programmed levels with weights 2^(iB
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from xbar.mapping.config import MappingConfig
 from xbar.mapping.quantize import quantize
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: presets load without it
+    import torch
 
 
 @dataclass
@@ -33,6 +35,8 @@ class DeviceLevels:
 
 def slice_codes(q: torch.Tensor, cfg: MappingConfig) -> torch.Tensor:
     """Levels ``[planes, slices, *q.shape]`` of integer codes q (Eq. 12, sign per cfg.sign)."""
+    import torch
+
     if cfg.analog:
         return torch.stack([q.clamp(min=0), (-q).clamp(min=0)]).unsqueeze(1)
     if cfg.sign == "offset":
@@ -61,6 +65,8 @@ def recombine(levels: torch.Tensor, sign: torch.Tensor | None, scale: torch.Tens
     Carlo instances) broadcast. ``sign`` is the digital sign of each weight for
     ``magnitude`` mapping (ignored otherwise). Exact when the levels are noise-free.
     """
+    import torch
+
     nd = scale.dim()  # weight dimensions (weight_scale keeps them all)
     # levels [..., P, S, *w]; bring P and S to dims -nd-2 and -nd-1 of the weight layout
     gains = torch.tensor(cfg.slice_gains(), dtype=levels.dtype, device=levels.device)
@@ -78,5 +84,7 @@ def recombine(levels: torch.Tensor, sign: torch.Tensor | None, scale: torch.Tens
 
 def level_sign(weights: torch.Tensor) -> torch.Tensor:
     """Digital sign used by ``magnitude`` mapping (zeros count as +): 1 - 2 [w < 0]."""
+    import torch
+
     w = weights.detach()
     return torch.lt(w, 0, out=torch.empty_like(w)).mul_(-2.0).add_(1.0)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where tensors are made: presets load without it
+    import torch
 
 
 def crossbar_matrix(weights: torch.Tensor) -> torch.Tensor:
@@ -60,5 +62,7 @@ class TileGrid:
 
 
 def tile_grid(weights: torch.Tensor, tile_rows: int, tile_cols: int) -> TileGrid:
+    import torch
+
     rows = int(torch.tensor(weights.shape[1:]).prod().item()) if weights.dim() > 1 else 1
     return TileGrid(rows=rows, cols=weights.shape[0], tile_rows=tile_rows, tile_cols=tile_cols)

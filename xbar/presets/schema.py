@@ -1,7 +1,9 @@
 """The preset data model: TOML sections <-> validated device objects.
 
 Format: docs/presets.md. Validation reports one line naming the file, the field,
-the value and what was expected.
+the value and what was expected. Everything here, and the device parts it builds,
+loads without torch (``xbar presets list`` starts in a fraction of a second);
+:meth:`Preset.device_model` imports it.
 """
 
 from __future__ import annotations
@@ -11,30 +13,25 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from xbar.devices import (
-    DeviceModel,
-    DriftModel,
-    KroneckerCovariance,
-    NoiseFamily,
-    ProgrammingNoise,
-    ReadNoise,
-)
-from xbar.devices.measured import MeasuredCovariance
+from xbar.devices.bitflip_config import BitFlipModel
+from xbar.devices.config import DeviceConfig
+from xbar.devices.correlated import KroneckerCovariance
+from xbar.devices.drift import DriftModel, ReadNoise
+from xbar.devices.families import NoiseFamily
+from xbar.devices.programming import ProgrammingNoise
 from xbar.devices.variation import RangeVariation
 from xbar.errors import InputError
-from xbar.mapping import MappingConfig
+from xbar.mapping.config import MappingConfig
+
+if TYPE_CHECKING:
+    from xbar.devices.measured import MeasuredCovariance
+    from xbar.devices.model import DeviceModel
 
 SCHEMA = "xbar-preset"
 SCHEMA_VERSION = 1
 TOP_LEVEL = ("schema", "schema_version", "name", "description", "source")
-
-
-def _bitflip_cls():
-    from xbar.devices.bitflip import BitFlipModel
-
-    return BitFlipModel
 
 
 # section name -> (class, field renames TOML->class, fields that are TOML-only)
@@ -45,7 +42,7 @@ SECTIONS: dict[str, Any] = {
     "injection": NoiseFamily,
     "read_noise": ReadNoise,
     "drift": DriftModel,
-    "bitflip": None,  # resolved lazily (BitFlipModel)
+    "bitflip": BitFlipModel,
     "weight_variation": RangeVariation,
 }
 RENAMES = {"injection": {"family": "kind"}, "correlation": {"kind": None}, "bitflip": {"targets": None}}
@@ -117,10 +114,6 @@ def _check_bounds(origin: str, section: str, table: dict[str, Any]) -> None:
                     f"{origin}: [{section}].{key} = {value!r}: expected {lo:g} {'<' if exclusive else '<='} "
                     f"{key} <= {high:g} {unit}".rstrip()
                 )
-
-
-def _section_class(name: str):
-    return _bitflip_cls() if name == "bitflip" else SECTIONS[name]
 
 
 def _fields(cls) -> dict[str, dataclasses.Field]:
@@ -215,7 +208,7 @@ def build_section(
         from xbar.presets.covariance import build_measured
 
         return build_measured(table, mapping or MappingConfig(), origin, base_dir)
-    cls = _section_class(name)
+    cls = SECTIONS[name]
     fields = _fields(cls)
     renames = RENAMES.get(name, {})
     kwargs = {}
@@ -253,9 +246,10 @@ def build_section(
 def section_to_table(name: str, obj: Any, relative_to: Path | None = None) -> dict[str, Any]:
     """The TOML table of a device object, omitting fields left at their defaults.
 
-    A measured covariance names its sidecar relative to ``relative_to`` when it lies below it.
+    A measured covariance (a ``[correlation]`` that is not a Kronecker kernel) names its
+    sidecar relative to ``relative_to`` when it lies below it.
     """
-    if isinstance(obj, MeasuredCovariance):
+    if name == "correlation" and not isinstance(obj, KroneckerCovariance):
         from xbar.presets.covariance import to_table
 
         return to_table(obj, relative_to)
@@ -287,7 +281,7 @@ class Preset:
     injection: NoiseFamily | None = None
     read_noise: ReadNoise | None = None
     drift: DriftModel | None = None
-    bitflip: Any = None
+    bitflip: BitFlipModel | None = None
     bitflip_targets: tuple[str, ...] = ("weights",)
     provenance: dict[str, Any] = field(default_factory=dict)
     weight_variation: RangeVariation | None = None
@@ -344,7 +338,7 @@ class Preset:
                 except ValueError as exc:
                     raise InputError(f"{origin}: {_section_message(s, type(obj), str(exc))}") from None
         try:
-            preset.device_model()
+            preset.device_config()
         except ValueError as exc:
             raise InputError(f"{origin}: {exc}") from None
         return preset
@@ -369,33 +363,41 @@ class Preset:
     @property
     def stores_bit_patterns(self) -> bool:
         """Whether weights are stored as number-format bit patterns on binary cells (bit flips on weights)."""
-        return self.device_model().stores_bit_patterns
+        return self.device_config().stores_bit_patterns
 
     @property
     def devices_per_weight(self) -> int:
-        """Devices per weight: planes x slices, or one binary cell per stored bit (``DeviceModel.devices_per_weight``)."""
-        return self.device_model().devices_per_weight
+        """Devices per weight: planes x slices, or one binary cell per stored bit (``DeviceConfig.devices_per_weight``)."""
+        return self.device_config().devices_per_weight
+
+    def device_config(self) -> DeviceConfig:
+        """The parts of :meth:`device_model`, checked against each other, without torch; built
+        once per preset (validation builds it)."""
+        return self._once("_device_config", DeviceConfig)
 
     def device_model(self) -> DeviceModel:
-        """The :class:`DeviceModel` this preset describes, built once per preset (validation builds it)."""
-        cached = self.__dict__.get("_device_model")
-        if cached is None:
-            cached = self._build_device_model()
-            object.__setattr__(self, "_device_model", cached)
-        return cached
+        """The :class:`~xbar.devices.DeviceModel` this preset describes (imports torch), built once per preset."""
+        from xbar.devices.model import DeviceModel
 
-    def _build_device_model(self) -> DeviceModel:
-        return DeviceModel(
-            mapping=self.mapping,
-            programming=self.programming,
-            correlation=self.correlation,
-            injection=self.injection or NoiseFamily(),
-            read_noise=self.read_noise,
-            drift=self.drift,
-            bitflip=self.bitflip,
-            bitflip_targets=self.bitflip_targets,
-            variation=self.weight_variation,
-        )
+        return self._once("_device_model", DeviceModel)
+
+    def _once(self, key: str, cls: type) -> Any:
+        """``cls`` built from this preset's device parts, kept under ``key`` (the preset is frozen)."""
+        cached = self.__dict__.get(key)
+        if cached is None:
+            cached = cls(
+                mapping=self.mapping,
+                programming=self.programming,
+                correlation=self.correlation,
+                injection=self.injection or NoiseFamily(),
+                read_noise=self.read_noise,
+                drift=self.drift,
+                bitflip=self.bitflip,
+                bitflip_targets=self.bitflip_targets,
+                variation=self.weight_variation,
+            )
+            object.__setattr__(self, key, cached)
+        return cached
 
     def to_aihwkit(self, rpu_config_class: Any = None) -> Any:
         """A plain aihwkit ``InferenceRPUConfig`` with aihwkit's own noise model (see ``xbar.presets.aihwkit``)."""
@@ -438,7 +440,7 @@ class Preset:
 
 
 def fname_in(section: str, key: str) -> bool:
-    cls = _section_class(section)
+    cls = SECTIONS[section]
     inverse = {v: k for k, v in RENAMES.get(section, {}).items() if v}
     names = {inverse.get(f.name, f.name) for f in dataclasses.fields(cls)}
     return key in names

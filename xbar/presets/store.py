@@ -5,14 +5,16 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tomli_w
 
-from xbar.devices import DeviceModel
 from xbar.errors import InputError
 from xbar.fileio import atomic_write_text
 from xbar.presets.schema import Preset
+
+if TYPE_CHECKING:
+    from xbar.devices.model import DeviceModel
 
 
 def shipped_dir() -> Path:
@@ -79,6 +81,8 @@ def resolve(
 
 def device_model_of(spec: DeviceModel | str | os.PathLike | Preset | dict[str, Any]) -> DeviceModel:
     """The device model of ``spec``: a :class:`DeviceModel` as is, anything else through :func:`resolve`."""
+    from xbar.devices.model import DeviceModel
+
     return spec if isinstance(spec, DeviceModel) else resolve(spec).device_model()
 
 
