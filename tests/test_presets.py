@@ -48,6 +48,7 @@ def test_a_default_field_is_written_only_when_given() -> None:
     given = presets.Preset.from_dict({**base, "drift": {"t0_s": 20.0, **base["drift"]}})
     assert given.to_dict()["drift"]["t0_s"] == 20.0
     assert given == presets.Preset.from_dict(base)  # the same device, spelled out or not
+    assert given.to_dict(canonical=True) == presets.Preset.from_dict(base).to_dict()
 
 
 def test_fefet_profiles_follow_trice_eq16_eq17() -> None:

@@ -360,17 +360,23 @@ class Preset:
             raise InputError(f"{origin}: {exc}") from None
         return preset
 
-    def to_dict(self, relative_to: str | Path | None = None) -> dict[str, Any]:
-        """The TOML document; a sidecar file is named relative to ``relative_to`` if below it (else absolute)."""
+    def to_dict(self, relative_to: str | Path | None = None, canonical: bool = False) -> dict[str, Any]:
+        """The TOML document; a sidecar file is named relative to ``relative_to`` if below it (else absolute).
+
+        Fields the source document gave are written even at their defaults (``explicit``);
+        ``canonical=True`` leaves every default out, the one form of equal presets
+        (for comparing and storing presets as values, e.g. a run's ``preset_spec``).
+        """
         out: dict[str, Any] = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "name": self.name}
         if self.description:
             out["description"] = self.description
         if self.source:
             out["source"] = self.source
+        explicit = frozenset() if canonical else self.explicit
         for s in SECTIONS:
             obj = getattr(self, s)
             if obj is not None:
-                given = frozenset(k.split(".", 1)[1] for k in self.explicit if k.startswith(f"{s}."))
+                given = frozenset(k.split(".", 1)[1] for k in explicit if k.startswith(f"{s}."))
                 out[s] = section_to_table(s, obj, None if relative_to is None else Path(relative_to), given)
         if self.bitflip is not None:
             out["bitflip"]["targets"] = list(self.bitflip_targets)
