@@ -39,7 +39,7 @@ def fit_preset(path: Path):
 
     result = fit(path, name="fitted-fefet")
     print(format_table(result.summary_rows()))
-    return result.preset()
+    return result.preset
 
 
 def train_model(preset, epochs: int, seed: int) -> tuple[nn.Module, torch.utils.data.Dataset]:
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             print("6. fitting the recording: the chip's statistics after write-verify")
             from xbar.calibration import fit
 
-            after = fit(path, name="after-write-verify").preset().device_model()
+            after = fit(path, name="after-write-verify").preset.device_model()
             levels = torch.arange(float(after.mapping.levels))
             before = preset.device_model().programming.sigma(levels, preset.mapping)
             sigma = after.programming.sigma(levels, after.mapping)

@@ -84,7 +84,7 @@ def run(args, out: Path, start: float) -> int:
     print("2. fitting a preset")
     result = fit(meas, name="fitted-chip")
     print(format_table(result.summary_rows()[:8]))
-    preset = result.preset()
+    preset = result.preset
 
     print(f"3. training mlp on digits for {args.epochs} epochs with noise injection from {preset.name}")
     model, _ = train("mlp", "digits", preset, "noise", epochs=args.epochs, seed=args.seed, lr=0.05, progress=False)

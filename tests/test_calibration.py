@@ -361,6 +361,44 @@ def test_examples_fit_into_valid_presets(name):
     assert res.summary_rows()
 
 
+# Numbers of the bundled examples' fitted presets (bootstrap=20), recorded before the fitter
+# built Preset objects: building the preset must not move them.
+FITTED = {
+    "fefet_per_level.h5": {("programming", "sigma_d"): 0.0962678,
+                           ("programming", "level_multipliers"): [1.0, 4.22128, 4.07627, 1.04464],
+                           ("read_noise", "sigma_levels"): [0.0193545, 0.029654, 0.0288293, 0.019882]},
+    "hfox_switching.h5": {("bitflip", "p_0to1"): 0.00199077, ("bitflip", "mask"): "all", ("bitflip", "storage"): "int8"},
+    "pcm_drift.h5": {("drift", "t0_s"): 20.0, ("drift", "nu_mean_levels"): [0.100488, 0.0677018, 0.051347, 0.0314255],
+                     ("drift", "nu_std_levels"): [0.022063, 0.0157451, 0.0107201, 0.00728808]},
+    "reram_correlated.h5": {("programming", "sigma_d"): 0.0501961, ("correlation", "sigma"): 0.101205,
+                            ("correlation", "length_rows"): 3.28112, ("correlation", "length_cols"): 8.94552,
+                            ("correlation", "mean"): 0.0, ("mapping", "tile_rows"): 32},
+}
+
+
+@pytest.mark.parametrize("name", sorted(FITTED))
+def test_fitted_preset_round_trips_through_its_file(name, tmp_path):
+    """fit -> Preset -> TOML -> load gives the same preset and, dumped again, the same bytes;
+    the fitted numbers (and the fields written at their defaults: t0_s, mask, mean) are in the file."""
+    from xbar import presets
+    from xbar.calibration.preset_file import write_preset
+    from xbar.fileio import sha256_of
+
+    res = fit(EXAMPLES / name, bootstrap=20)
+    p = res.preset
+    assert isinstance(p, presets.Preset) and presets.Preset.from_dict(p.to_dict()) == p
+    (out,) = write_preset(res, tmp_path / "fitted.toml")
+    text = out.read_text()
+    doc = tomllib.loads(text)
+    for (section, key), value in FITTED[name].items():
+        assert doc[section][key] == value, (section, key)
+    back = presets.load(out)
+    assert back == p and back.provenance == p.provenance
+    assert back.provenance["source_sha256"] == sha256_of(EXAMPLES / name) and back.provenance["goodness_of_fit"]
+    assert presets.dumps(back, relative_to=tmp_path) == text
+    assert doc == res.preset_dict  # what the result shows is what the file holds
+
+
 def _truths(res) -> list[tuple[str, object, float]]:
     """(name, interval, true value) of every parameter the example's generator fixed."""
     out = []
@@ -634,10 +672,9 @@ def test_degenerate_data_constant_level_and_constant_maps(tmp_path, capsys):
         mc = replace(c, array_maps=ArrayMaps(maps))
         r = fit(mc)
         assert r.spatial.sigma == 0.0 and not r.spatial.detected and r.spatial.sigma_ci is None
-        assert "correlation" not in r.preset_dict
+        assert "correlation" not in r.preset_dict and r.preset.correlation is None
         assert any("no spatial correlation detected" in n for n in r.notes)
         assert ("correlation", "sigma (no spatial correlation detected)", "0", "") in r.summary_rows()
-        r.preset()
         json.dumps(r.to_dict())
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -15,6 +15,7 @@ from xbar.calibration import ArrayMaps, Measurements, fit, write_measurements
 from xbar.calibration.covariance import CovarianceSelector
 from xbar.calibration.synthetic import kronecker_maps
 from xbar.cli import main
+from xbar.presets import Preset
 
 R, C = 8, 8
 
@@ -74,6 +75,8 @@ def test_xbar_fit_writes_a_low_rank_covariance_with_its_sidecar(tmp_path: Path, 
     assert doc["correlation"]["file"] == side.name and len(doc["correlation"]["sha256"]) == 64
     assert doc["provenance"]["goodness_of_fit"]["correlation_model"] == "low-rank"
     p = presets.load(out)
+    assert presets.dumps(p, relative_to=tmp_path) == out.read_text()  # loaded and dumped again: the same bytes
+    assert p.correlation.mean == doc["correlation"]["mean"] != 0
     # the preset holds the correlated part (top eigenpairs minus the independent variance): it
     # reproduces the true covariance's correlated part to within the sampling error of 60 maps
     fitted = p.correlation.to_dense().numpy()
@@ -109,8 +112,9 @@ def test_fit_chooses_dense_for_a_full_rank_covariance() -> None:
     r = fit(m, bootstrap=0, seed=0)
     assert r.covariance.chosen == "dense" and r.covariance.dense_estimator == "sample"
     assert r.covariance.heldout_loglik[r.covariance.chosen] > r.covariance.heldout_loglik["kronecker-exponential"]
-    p = r.preset()
-    assert p.correlation.kind == "dense" and r.preset_dict["correlation"]["covariance"].shape == (R * C, R * C)
+    p = r.preset
+    assert p.correlation.kind == "dense" and np.shape(r.preset_dict["correlation"]["covariance"]) == (R * C, R * C)
+    assert Preset.from_dict(r.preset_dict).to_dict() == r.preset_dict  # inline numbers round-trip
     rel = np.linalg.norm(p.correlation.to_dense().numpy() - cov) / np.linalg.norm(cov)
     assert rel < 1.5 * expected_relative_error(cov, 400)
     assert fit(m, bootstrap=0, compare_covariance=False).preset_dict["correlation"]["kind"] == "kronecker-exponential"

@@ -346,7 +346,7 @@ def test_recording_passes_the_calibration_reader_and_fit_recovers_the_preset(tmp
     assert m.groups == ["programming", "reads"] and m.levels == 4
     assert m.programming.target_level.shape == (4 * 64 * 64,)
     assert m.reads.conductance.shape == (4 * 64 * 64, 3)
-    result = fit(m, name="chip").preset()
+    result = fit(m, name="chip").preset
     sig = np.array(result.programming.level_multipliers or [1.0] * 4) * result.programming.sigma_d
     want = np.array(preset.programming.level_multipliers) * preset.programming.sigma_d
     np.testing.assert_allclose(sig, want, rtol=0.06)

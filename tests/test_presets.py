@@ -9,6 +9,7 @@ import pytest
 
 from xbar import presets
 from xbar.errors import InputError
+from xbar.presets.store import shipped_dir
 
 SHIPPED = ["rram-uniform", "fefet1", "fefet2", "reram-correlated-a", "reram-correlated-b", "hfox-bitflip", "pcm"]
 
@@ -25,6 +26,29 @@ def test_shipped_preset_loads_cites_a_source_and_round_trips(name: str, tmp_path
     again = presets.load(path)
     assert again == p
     assert again.device_model().mapping == p.device_model().mapping
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_to_dict_keeps_every_field_the_file_spells_out(name: str) -> None:
+    """A field written at its default (pcm's t0_s = 20.0) is written back, and a re-dump is the same text."""
+    data = presets.read_toml(shipped_dir() / f"{name}.toml")
+    p = presets.Preset.from_dict(data)
+    doc = p.to_dict()
+    for section, table in data.items():
+        if isinstance(table, dict):
+            assert set(table) <= set(doc[section]), (section, set(table) - set(doc[section]))
+    assert presets.Preset.from_dict(doc) == p
+    assert presets.dumps(presets.Preset.from_dict(tomllib.loads(presets.dumps(p)))) == presets.dumps(p)
+
+
+def test_a_default_field_is_written_only_when_given() -> None:
+    base = {"name": "x", "mapping": {"weight_bits": 4, "bits_per_device": 2},
+            "drift": {"nu_mean_levels": [0.1, 0.05, 0.02, 0.01]}}
+    assert "t0_s" not in presets.Preset.from_dict(base).to_dict()["drift"]
+    given = presets.Preset.from_dict({**base, "drift": {"t0_s": 20.0, **base["drift"]}})
+    assert given.to_dict()["drift"]["t0_s"] == 20.0
+    assert given == presets.Preset.from_dict(base)  # the same device, spelled out or not
+    assert given.to_dict(canonical=True) == presets.Preset.from_dict(base).to_dict()
 
 
 def test_fefet_profiles_follow_trice_eq16_eq17() -> None:

@@ -2,11 +2,13 @@
 
 Workflow: :func:`read_measurements` validates an ``xbar-measurements`` file,
 :func:`fit` runs every fitter that has data and returns a :class:`FitResult` whose
-``preset_dict`` is a preset in the docs/presets.md format, and :func:`write_report`
-draws the diagnostic plots. :func:`import_csv` converts a plain CSV table and
-:func:`import_arc2` an ArC TWO session (ArC2Control data store) into a schema-valid
-file. The fitters (scikit-learn-like: hyperparameters in the constructor,
-``fit(data) -> result``, no hidden state) are importable on their own.
+``preset`` is the validated :class:`xbar.presets.Preset` (``preset_dict``: its
+docs/presets.md document), ``preset_file.write_preset`` writes it (with a covariance
+sidecar when needed), and :func:`write_report` draws the diagnostic plots.
+:func:`import_csv` converts a plain CSV table and :func:`import_arc2` an ArC TWO
+session (ArC2Control data store) into a schema-valid file. The fitters
+(scikit-learn-like: hyperparameters in the constructor, ``fit(data) -> result``, no
+hidden state) are importable on their own.
 """
 
 from xbar.calibration.arc2 import import_arc2

@@ -48,7 +48,7 @@ from xbar.calibration.selection import SelectionResult, SigmaModelSelector
 from xbar.calibration.spatial import SpatialFit, SpatialFitter
 from xbar.calibration.switching import BitFlipFitter
 from xbar.errors import InputError
-from xbar.presets.schema import SCHEMA, SCHEMA_VERSION
+from xbar.presets.schema import KRONECKER_KIND, SCHEMA, SCHEMA_VERSION, Preset
 
 
 def _r(x: float, digits: int = 6) -> float:
@@ -211,7 +211,7 @@ def fit(
     preset = build_preset(
         m, levels, bits, wb, name or default_name(m.source_file), result_args, notes
     )
-    return FitResult(preset_dict=preset, notes=tuple(notes), **result_args)
+    return FitResult(preset=preset, notes=tuple(notes), **result_args)
 
 
 def _variance_draws(sigma: float, ci: Interval, df: int | None, rng: np.random.Generator) -> np.ndarray:
@@ -275,8 +275,13 @@ def decompose_sigmas(
 
 def build_preset(
     m: Measurements, levels: int, bits: int, weight_bits: int, name: str, r: dict, notes: list[str]
-) -> dict:
-    """The preset dictionary (docs/presets.md) of fitted results ``r``."""
+) -> Preset:
+    """The validated :class:`Preset` of fitted results ``r``.
+
+    The sections are assembled in the TOML form of docs/presets.md and validated once,
+    by :meth:`Preset.from_dict`; every field written here is kept as given (``Preset.explicit``),
+    so the preset file spells out e.g. ``[drift].t0_s`` even when it equals the default.
+    """
     src = Path(m.source_file).name if m.source_file else "<in memory>"
     d: dict = {
         "schema": SCHEMA,
@@ -346,7 +351,7 @@ def build_preset(
     elif sp is not None and sp.detected:
         mean = sp.mean if prog is None else 0.0
         d["correlation"] = {
-            "kind": "kronecker-exponential",
+            "kind": KRONECKER_KIND,
             "sigma": _r(sp.sigma),
             "length_rows": _r(sp.length_rows),
             "length_cols": _r(sp.length_cols),
@@ -390,7 +395,7 @@ def build_preset(
     prov["samples"] = samples
     prov["goodness_of_fit"] = {k: v for k, v in gof.items() if not (isinstance(v, float) and not math.isfinite(v))}
     d["provenance"] = prov
-    return d
+    return Preset.from_dict(d, origin=f"fit of {src}")
 
 
 __all__ = ["fit", "build_preset", "default_name"]

@@ -11,13 +11,13 @@ sidecar written for it is removed.
 from __future__ import annotations
 
 import os
-import tomllib
+from dataclasses import replace
 from pathlib import Path
 
-import tomli_w
-
 from xbar.calibration.result import FitResult
-from xbar.fileio import atomic_write_text, check_writable
+from xbar.devices.measured import MeasuredCovariance
+from xbar.fileio import check_writable
+from xbar.presets.schema import Preset
 
 
 def sidecar_path(out: str | os.PathLike) -> Path:
@@ -26,32 +26,30 @@ def sidecar_path(out: str | os.PathLike) -> Path:
     return p.with_name(f"{p.stem}.covariance.h5")
 
 
-def needs_sidecar(preset_dict: dict) -> bool:
-    corr = preset_dict.get("correlation")
-    return isinstance(corr, dict) and any(hasattr(v, "shape") for v in corr.values())
+def needs_sidecar(preset: Preset) -> bool:
+    """Whether ``preset`` holds a measured covariance whose numbers are in no file yet (they go to a sidecar)."""
+    cov = preset.correlation
+    return isinstance(cov, MeasuredCovariance) and not cov.source.get("path")
 
 
 def write_preset(result: FitResult, out: str | os.PathLike, force: bool = False) -> list[Path]:
     """Write the fitted preset to ``out`` (and its covariance sidecar); returns the paths written."""
-    from xbar.presets import resolve
     from xbar.presets.covariance import write_sidecar
+    from xbar.presets.store import save
 
     out = Path(out)
     check_writable(out, force, create=False)
-    doc = dict(result.preset_dict)
+    preset = result.preset
     written: list[Path] = []
-    if needs_sidecar(doc):
+    if needs_sidecar(preset):
         side = sidecar_path(out)
         check_writable(side, force, create=False)
-        cov = result.preset().correlation
-        digest = write_sidecar(cov, side, force=force)
+        digest = write_sidecar(preset.correlation, side, force=force)
         written.append(side)
-        table = {k: v for k, v in doc["correlation"].items() if not hasattr(v, "shape")}
-        doc["correlation"] = {**table, "file": side.name, "sha256": digest}
+        source = {"file": side.name, "sha256": digest, "path": str(side.resolve())}
+        preset = replace(preset, correlation=replace(preset.correlation, source=source))
     try:
-        text = tomli_w.dumps(doc)
-        resolve(tomllib.loads(text), origin=str(out), base_dir=out.parent)  # it must load back
-        atomic_write_text(out, text, force=force)
+        save(preset, out, force=force)  # checks that the text loads back
     except BaseException:
         for p in written:
             p.unlink(missing_ok=True)

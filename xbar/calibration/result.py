@@ -14,6 +14,8 @@ from xbar.calibration.read_noise import ReadNoiseFit
 from xbar.calibration.selection import SelectionResult
 from xbar.calibration.spatial import SpatialFit
 from xbar.calibration.switching import SwitchingFit
+from xbar.devices.measured import MeasuredCovariance
+from xbar.presets.schema import Preset
 
 
 def _clean(x: Any) -> Any:
@@ -33,9 +35,10 @@ def _clean(x: Any) -> Any:
 class FitResult:
     """Fitted statistics of one measurement file and the preset they define.
 
-    ``sigma_levels`` / ``sigma_levels_ci`` are the programming sigmas written to the
-    preset (after the model choice and the variance decomposition), while
-    ``programming`` keeps the raw per-level statistics of the measured deviations.
+    ``preset`` is the validated :class:`xbar.presets.Preset` (provenance included);
+    ``sigma_levels`` / ``sigma_levels_ci`` are the programming sigmas written to it
+    (after the model choice and the variance decomposition), while ``programming``
+    keeps the raw per-level statistics of the measured deviations.
     """
 
     source_file: str | None
@@ -43,7 +46,7 @@ class FitResult:
     device: str
     levels: int
     groups: tuple[str, ...]
-    preset_dict: dict
+    preset: Preset
     programming: ProgrammingFit | None = None
     selection: SelectionResult | None = None
     sigma_levels: tuple[float, ...] | None = None
@@ -56,15 +59,10 @@ class FitResult:
     notes: tuple[str, ...] = ()
     options: dict = field(default_factory=dict)
 
-    def preset(self):
-        """The fitted preset as a validated :class:`xbar.presets.Preset` (resolved once per result)."""
-        cached = self.__dict__.get("_preset")
-        if cached is None:
-            from xbar.presets import resolve
-
-            cached = resolve(self.preset_dict, origin=f"fit of {self.source_file}")
-            object.__setattr__(self, "_preset", cached)
-        return cached
+    @property
+    def preset_dict(self) -> dict:
+        """The fitted preset as its TOML document (``Preset.to_dict``; a measured covariance inline)."""
+        return self.preset.to_dict()
 
     def to_dict(self) -> dict:
         """Everything, JSON-able, with every interval."""
@@ -85,7 +83,7 @@ class FitResult:
             part = getattr(self, name)
             if part is not None:
                 d[name] = part.to_dict()
-        d["preset"] = without_arrays(self.preset_dict)
+        d["preset"] = without_arrays(self.preset)
         return _clean(d)
 
     def summary_rows(self) -> list[tuple[str, str, str, str]]:
@@ -149,13 +147,17 @@ class FitResult:
         return rows
 
 
-def without_arrays(preset_dict: dict) -> dict:
-    """The preset dictionary with a measured covariance's arrays replaced by their shapes (for JSON)."""
-    corr = preset_dict.get("correlation")
-    if not isinstance(corr, dict) or not any(hasattr(v, "shape") for v in corr.values()):
-        return preset_dict
-    slim = {k: (f"array {list(v.shape)} (in the sidecar file)" if hasattr(v, "shape") else v) for k, v in corr.items()}
-    return {**preset_dict, "correlation": slim}
+def without_arrays(preset: Preset) -> dict:
+    """The preset's TOML document with an inline measured covariance's arrays replaced by their shapes (for JSON)."""
+    doc = preset.to_dict()
+    cov = preset.correlation
+    if not isinstance(cov, MeasuredCovariance):
+        return doc
+    doc["correlation"] = {
+        k: (f"array {list(getattr(cov, k).shape)} (in the sidecar file)" if hasattr(getattr(cov, k, None), "shape") else v)
+        for k, v in doc["correlation"].items()
+    }
+    return doc
 
 
 def format_table(rows: list[tuple[str, ...]], header: tuple[str, ...] = ("section", "quantity", "estimate", "95% interval")) -> str:

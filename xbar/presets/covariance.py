@@ -167,12 +167,15 @@ def write_sidecar(cov: MeasuredCovariance, path: str | os.PathLike, force: bool 
     return sha256_of(p)
 
 
-def to_table(cov: MeasuredCovariance, relative_to: Path | None = None) -> dict[str, Any]:
-    """The TOML table of ``cov``: its sidecar reference, or the numbers inline."""
+def to_table(cov: MeasuredCovariance, relative_to: Path | None = None, explicit: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """The TOML table of ``cov``: its sidecar reference, or the numbers inline.
+
+    ``mean`` and ``rank`` are left out at 0 unless named in ``explicit`` (keys the document gave).
+    """
     out: dict[str, Any] = {"kind": cov.kind, "rows": cov.rows, "cols": cov.cols}
-    if cov.mean:
+    if cov.mean or "mean" in explicit:
         out["mean"] = cov.mean
-    if cov.rank:
+    if cov.rank or "rank" in explicit:
         out["rank"] = cov.rank
     src = cov.source
     if src.get("path"):

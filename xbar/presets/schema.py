@@ -8,6 +8,7 @@ loads without torch (``xbar presets list`` starts in a fraction of a second);
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import re
@@ -46,8 +47,9 @@ SECTIONS: dict[str, Any] = {
     "weight_variation": RangeVariation,
 }
 RENAMES = {"injection": {"family": "kind"}, "correlation": {"kind": None}, "bitflip": {"targets": None}}
-CORRELATION_KINDS = ("kronecker-exponential", "dense", "low-rank")
+KRONECKER_KIND = "kronecker-exponential"  # [correlation].kind of KroneckerCovariance (the default)
 MEASURED_KINDS = ("dense", "low-rank")  # a measured covariance (xbar.presets.covariance)
+CORRELATION_KINDS = (KRONECKER_KIND, *MEASURED_KINDS)
 
 
 # Physical bounds of every numeric field, (section, TOML key) -> (low, high, unit): a value
@@ -221,7 +223,7 @@ def build_section(
             raise InputError(f"{origin}: [{name}].{key}: unknown field; expected one of {', '.join(known)}")
         kwargs[target] = _check_value(origin, f"[{name}].{key}", value, fields[target])
     if name == "correlation":
-        kind = table.get("kind", "kronecker-exponential")
+        kind = table.get("kind", KRONECKER_KIND)
         if kind not in CORRELATION_KINDS:
             raise InputError(f"{origin}: [correlation].kind = {kind!r}: expected one of {', '.join(CORRELATION_KINDS)}")
     if name == "bitflip":
@@ -243,28 +245,33 @@ def build_section(
     return obj
 
 
-def section_to_table(name: str, obj: Any, relative_to: Path | None = None) -> dict[str, Any]:
-    """The TOML table of a device object, omitting fields left at their defaults.
+def section_to_table(
+    name: str, obj: Any, relative_to: Path | None = None, explicit: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    """The TOML table of a device object, omitting fields left at their defaults unless named in ``explicit``.
 
-    A measured covariance (a ``[correlation]`` that is not a Kronecker kernel) names its
-    sidecar relative to ``relative_to`` when it lies below it.
+    ``explicit`` holds TOML keys the document gave (a preset keeps what its file spelled
+    out, e.g. a fitted ``t0_s = 20.0``). A measured covariance (a ``[correlation]`` that
+    is not a Kronecker kernel) names its sidecar relative to ``relative_to`` when it lies
+    below it.
     """
     if name == "correlation" and not isinstance(obj, KroneckerCovariance):
         from xbar.presets.covariance import to_table
 
-        return to_table(obj, relative_to)
+        return to_table(obj, relative_to, explicit)
     out: dict[str, Any] = {}
     inverse = {v: k for k, v in RENAMES.get(name, {}).items() if v}
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
         default = f.default if f.default is not dataclasses.MISSING else None
-        if value is None or (value == default and name != "mapping"):
+        key = inverse.get(f.name, f.name)
+        if value is None or (value == default and name != "mapping" and key not in explicit):
             continue
         if isinstance(value, tuple):
             value = [list(v) if isinstance(v, tuple) else v for v in value]
-        out[inverse.get(f.name, f.name)] = value
+        out[key] = value
     if name == "correlation":
-        out = {"kind": "kronecker-exponential", **out}
+        out = {"kind": KRONECKER_KIND, **out}
     return out
 
 
@@ -285,6 +292,9 @@ class Preset:
     bitflip_targets: tuple[str, ...] = ("weights",)
     provenance: dict[str, Any] = field(default_factory=dict)
     weight_variation: RangeVariation | None = None
+    # "section.key" of every field the document spelled out, written back by to_dict even
+    # when it equals the default; not part of equality (it is spelling, not the device)
+    explicit: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], origin: str = "<preset>", base_dir: str | Path | None = None) -> Preset:
@@ -328,6 +338,7 @@ class Preset:
             source=data.get("source", ""),
             provenance=prov,
             bitflip_targets=targets,
+            explicit=frozenset(f"{s}.{key}" for s in parts for key in data[s]),
             **parts,
         )
         for s, obj in parts.items():
@@ -343,21 +354,28 @@ class Preset:
             raise InputError(f"{origin}: {exc}") from None
         return preset
 
-    def to_dict(self, relative_to: str | Path | None = None) -> dict[str, Any]:
-        """The TOML document; a sidecar file is named relative to ``relative_to`` if below it (else absolute)."""
+    def to_dict(self, relative_to: str | Path | None = None, canonical: bool = False) -> dict[str, Any]:
+        """The TOML document; a sidecar file is named relative to ``relative_to`` if below it (else absolute).
+
+        Fields the source document gave are written even at their defaults (``explicit``);
+        ``canonical=True`` leaves every default out, the one form of equal presets
+        (for comparing and storing presets as values, e.g. a run's ``preset_spec``).
+        """
         out: dict[str, Any] = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "name": self.name}
         if self.description:
             out["description"] = self.description
         if self.source:
             out["source"] = self.source
+        explicit = frozenset() if canonical else self.explicit
         for s in SECTIONS:
             obj = getattr(self, s)
             if obj is not None:
-                out[s] = section_to_table(s, obj, None if relative_to is None else Path(relative_to))
+                given = frozenset(k.split(".", 1)[1] for k in explicit if k.startswith(f"{s}."))
+                out[s] = section_to_table(s, obj, None if relative_to is None else Path(relative_to), given)
         if self.bitflip is not None:
             out["bitflip"]["targets"] = list(self.bitflip_targets)
         if self.provenance:
-            out["provenance"] = self.provenance
+            out["provenance"] = copy.deepcopy(self.provenance)
         return out
 
     @property

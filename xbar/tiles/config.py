@@ -66,12 +66,12 @@ def periphery(
 
 
 def _preset_dict(preset: Any) -> dict[str, Any]:
-    """The config's stored form of ``preset``: a dict as given ({} = ideal devices), else ``resolve(preset).to_dict()``."""
+    """The config's stored form of ``preset``: a dict as given ({} = ideal devices), else its canonical ``to_dict``."""
     if isinstance(preset, dict):
         return preset
     from xbar import presets
 
-    return presets.resolve(preset).to_dict()
+    return presets.resolve(preset).to_dict(canonical=True)
 
 
 @dataclass

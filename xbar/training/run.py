@@ -179,7 +179,7 @@ def digital_copy(model: nn.Module, blank: nn.Module) -> nn.Module:
 def _spec(preset) -> dict[str, Any] | None:
     """The preset as JSON data (overrides included), or None if it does not serialize."""
     try:
-        return json.loads(json.dumps(preset.to_dict(), default=str))
+        return json.loads(json.dumps(preset.to_dict(canonical=True), default=str))
     except (TypeError, ValueError):
         return None
 
