@@ -16,6 +16,7 @@ keeps a single definition; SplitMix64 is SeedSequence's quality class for seedin
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Sequence
 from typing import TypeVar
@@ -71,7 +72,12 @@ def _key(k: object) -> int:
     the BLAKE2b digest of its ``repr`` (stable across runs, processes and platforms)."""
     if isinstance(k, int):
         return k & _MASK
-    return int.from_bytes(hashlib.blake2b(repr(k).encode(), digest_size=8).digest(), "little")
+    return _digest(repr(k))
+
+
+@functools.lru_cache(maxsize=1024)
+def _digest(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
 
 
 def chain(seed: int, *keys: object) -> int:
