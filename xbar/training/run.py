@@ -313,11 +313,16 @@ def train(
     return final, history
 
 
+def swa_epoch(fraction: float, epochs: int) -> int:
+    """The first epoch (0-based) of the SWA phase: ``floor(swa_start * epochs)``."""
+    return int(math.floor(fraction * epochs))
+
+
 def _lr_schedule(algo: str, epochs: int, h: dict[str, Any]) -> Schedule:
     """The schedule of ``h``, then the SWA phase's constant rate (WVAT Sec. 4)."""
     if algo in ("wvat", "swa") and (algo == "swa" or h["swa"]):
         return Schedule(h["schedule"], epochs, h["step_size"], h["step_gamma"],
-                        int(math.floor(h["swa_start"] * epochs)), h["swa_lr"])
+                        swa_epoch(h["swa_start"], epochs), h["swa_lr"])
     return Schedule(h["schedule"], epochs, h["step_size"], h["step_gamma"])
 
 
@@ -399,5 +404,5 @@ def _build_runner(algo, model, preset, h, epochs, seed, dev, train_b, model_name
     else:  # sgd, swa: plain steps
         step = NoiseInjection(opt, targets, None, 0.0, None, model)
     averaging = isinstance(cfg, SWAConfig) or (isinstance(cfg, WVATConfig) and cfg.swa)
-    swa = SWA(model, int(math.floor(cfg.swa_start * epochs))) if averaging else None
+    swa = SWA(model, swa_epoch(cfg.swa_start, epochs)) if averaging else None
     return StepRunner(model, step, targets, swa)
