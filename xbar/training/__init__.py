@@ -60,7 +60,6 @@ __all__ = [
     "WVAT",
     "Batches",
     "EpochScheduler",
-    "EpochScheduler",
     "CommonConfig",
     "DATConfig",
     "NoiseConfig",

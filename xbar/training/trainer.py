@@ -60,8 +60,8 @@ class Schedule:
     and ``SWALR`` holds ``swa_lr`` from epoch ``swa_start`` on.
     """
 
-    kind: str = "cosine"
-    epochs: int = 1
+    kind: str
+    epochs: int
     step_size: int = 10
     gamma: float = 0.8
     swa_start: int | None = None
