@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import math
+import warnings
 from collections.abc import Callable
 
 import pytest
@@ -281,3 +282,19 @@ def test_a_bad_schedule_is_refused():
         Schedule("linear", 10)
     with pytest.raises(ValueError, match="both or neither"):
         Schedule("cosine", 10, swa_start=5)
+
+
+def test_train_follows_the_schedule_and_steps_only_optimizers_that_train():
+    """``train()``'s history records the scheduled rates (SWA: cosine towards swa_lr over
+    swa_start = 2 of 4 epochs, then swa_lr); TRICE's models merged from the start leave w1's
+    optimizer alone to schedule (no scheduler steps an optimizer that never steps)."""
+    from xbar.training import train
+
+    kw = dict(seed=0, lr=0.02, batch_size=256, progress=False, checkpoint_every=0)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*lr_scheduler")
+        _, swa = train("lenet", "digits", "fefet2", "swa", epochs=4, swa_start=0.5, swa_lr=0.01, **kw)
+        _, trice = train("lenet", "digits", "fefet2", "trice", epochs=2, tol=5.0, n_train=2, kpp_images=50, **kw)
+    assert [r["lr"] for r in swa] == pytest.approx([0.02, 0.015, 0.01, 0.01], rel=1e-15)
+    assert [r["lr"] for r in trice] == pytest.approx([0.02, 0.01], rel=1e-15)
+    assert trice[-1]["trice_merged"]

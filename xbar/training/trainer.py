@@ -315,7 +315,9 @@ class TriceRunner:
         return list(self.trice.models)
 
     def steps(self) -> list[WrappedOptimizer]:
-        return list(self.trice.opts)
+        """The optimizers that train: all three, or w1's alone once the models are merged
+        (the others never step again, so they get no learning-rate scheduler either)."""
+        return [self.trice.opts[i] for i in self.trice.active]
 
     def begin_epoch(self, epoch: int) -> None:
         self.trice.begin_epoch(epoch)
