@@ -24,7 +24,6 @@ from xbar.training import (
     forward_weights,
     hsv_sigma,
     layer_range,
-    lr_at,
     noisy_parameters,
     other_parameters,
     projection,
@@ -436,8 +435,6 @@ def test_swa_is_the_mean_of_epoch_end_weights():
     for k, v in avg.state_dict().items():
         torch.testing.assert_close(v, torch.stack([s[k] for s in seen]).mean(0))
     assert swa.n_averaged == 3
-    assert lr_at(3, 4, 0.1, "cosine", swa_start=2, swa_lr=0.02) == 0.02
-    assert lr_at(0, 4, 0.1, "cosine", swa_start=2, swa_lr=0.02) == pytest.approx(0.1)
 
 
 # ------------------------------------------------------------------- activation quantization
@@ -464,13 +461,6 @@ def test_activation_quantization_levels_and_straight_through():
     assert all(len(torch.unique(r)) <= 4 for r in out)
     for h in handles:
         h.remove()
-
-
-def test_lr_schedules():
-    assert lr_at(0, 10, 0.1, "cosine") == pytest.approx(0.1)
-    assert lr_at(5, 10, 0.1, "cosine") == pytest.approx(0.05)
-    assert lr_at(25, 200, 0.015, "step", 10, 0.8) == pytest.approx(0.015 * 0.8**2)
-    assert lr_at(7, 10, 0.1, "constant") == 0.1
 
 
 class _Augmenting(torch.utils.data.Dataset):

@@ -13,7 +13,7 @@ defaults and checks of ``xbar train --hp``), the three-model :class:`TRICE` trai
 :class:`Trainer`, and :func:`train`, one run end to end (what ``xbar train`` calls).
 """
 
-from xbar.training.base import WrappedOptimizer, make_optimizer, set_lr
+from xbar.training.base import WrappedOptimizer, make_optimizer
 from xbar.training.checkpoint import load_checkpoint, save_checkpoint
 from xbar.training.config import (
     CommonConfig,
@@ -39,12 +39,13 @@ from xbar.training.sam import SAM, sam_perturbation
 from xbar.training.swa import SWA
 from xbar.training.trainer import (
     Batches,
+    EpochScheduler,
+    Schedule,
     StepRunner,
     Trainer,
     TrainingDiverged,
     TriceRunner,
     epoch_order,
-    lr_at,
 )
 from xbar.training.trice import TRICE, quartiles, search_update
 from xbar.training.wvat import WVAT, hsv_sigma, layer_range
@@ -58,12 +59,14 @@ __all__ = [
     "TRICE",
     "WVAT",
     "Batches",
+    "EpochScheduler",
     "CommonConfig",
     "DATConfig",
     "NoiseConfig",
     "SAMConfig",
     "SGDConfig",
     "SWAConfig",
+    "Schedule",
     "TRICEConfig",
     "WVATConfig",
     "NoiseInjection",
@@ -82,7 +85,6 @@ __all__ = [
     "is_analog",
     "layer_range",
     "load_checkpoint",
-    "lr_at",
     "make_optimizer",
     "noisy_parameters",
     "other_parameters",
@@ -93,6 +95,5 @@ __all__ = [
     "sample_injection",
     "save_checkpoint",
     "search_update",
-    "set_lr",
     "train",
 ]

@@ -21,7 +21,9 @@ from xbar.errors import InputError
 from xbar.fileio import atomic_torch_save, remove_stale_temps, torch_load_safe
 
 FORMAT = "xbar-train-checkpoint"
-VERSION = 1
+#: 2: the trainer state holds the learning-rate schedulers' state (torch schedulers; version 1
+#: runs computed the rate from the epoch and cannot be resumed by this version).
+VERSION = 2
 
 
 def _analog(module: nn.Module) -> bool:

@@ -73,7 +73,14 @@ from xbar.training.rundir import (  # noqa: F401  (re-exported)
 )
 from xbar.training.sam import SAM
 from xbar.training.swa import SWA
-from xbar.training.trainer import Batches, StepRunner, Trainer, TriceRunner, clean_accuracy, lr_at
+from xbar.training.trainer import (
+    Batches,
+    Schedule,
+    StepRunner,
+    Trainer,
+    TriceRunner,
+    clean_accuracy,
+)
 from xbar.training.trice import TRICE
 from xbar.training.wvat import WVAT
 
@@ -306,17 +313,17 @@ def train(
     return final, history
 
 
-def _lr_schedule(algo: str, epochs: int, h: dict[str, Any]):
-    """Epoch -> learning rate: the schedule of ``h``, then the SWA phase's constant rate (WVAT Sec. 4)."""
-    swa_start = None
+def swa_epoch(fraction: float, epochs: int) -> int:
+    """The first epoch (0-based) of the SWA phase: ``floor(swa_start * epochs)``."""
+    return int(math.floor(fraction * epochs))
+
+
+def _lr_schedule(algo: str, epochs: int, h: dict[str, Any]) -> Schedule:
+    """The schedule of ``h``, then the SWA phase's constant rate (WVAT Sec. 4)."""
     if algo in ("wvat", "swa") and (algo == "swa" or h["swa"]):
-        swa_start = int(math.floor(h["swa_start"] * epochs))
-
-    def lr_of(e: int) -> float:
-        return lr_at(e, epochs, h["lr"], h["schedule"], h["step_size"], h["step_gamma"],
-                     swa_start, h.get("swa_lr") if swa_start is not None else None)
-
-    return lr_of
+        return Schedule(h["schedule"], epochs, h["step_size"], h["step_gamma"],
+                        swa_epoch(h["swa_start"], epochs), h["swa_lr"])
+    return Schedule(h["schedule"], epochs, h["step_size"], h["step_gamma"])
 
 
 def _targets_of(model: nn.Module, preset, h: dict[str, Any]) -> list[NoisyParam]:
@@ -397,5 +404,5 @@ def _build_runner(algo, model, preset, h, epochs, seed, dev, train_b, model_name
     else:  # sgd, swa: plain steps
         step = NoiseInjection(opt, targets, None, 0.0, None, model)
     averaging = isinstance(cfg, SWAConfig) or (isinstance(cfg, WVATConfig) and cfg.swa)
-    swa = SWA(model, int(math.floor(cfg.swa_start * epochs))) if averaging else None
+    swa = SWA(model, swa_epoch(cfg.swa_start, epochs)) if averaging else None
     return StepRunner(model, step, targets, swa)

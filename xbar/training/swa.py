@@ -3,8 +3,9 @@
 A thin layer over ``torch.optim.swa_utils.AveragedModel``: from epoch
 ``start`` on, the weights at the end of every epoch are averaged; at the end the
 batch-norm statistics of the average are recomputed (``update_bn``, in the trainer).
-The learning rate of the averaging phase is the trainer's schedule (``lr_at`` with
-``swa_lr``, WVAT Sec. 4.2: 75% of the budget with a decaying rate, then a fixed SWA rate).
+The learning rate of the averaging phase is the trainer's schedule
+(:class:`xbar.training.trainer.Schedule` with ``swa_lr``, WVAT Sec. 4.2: 75% of the budget
+with a decaying rate, then torch's ``SWALR`` at the fixed SWA rate).
 """
 
 from __future__ import annotations

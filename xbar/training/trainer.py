@@ -20,19 +20,23 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.optim.swa_utils import update_bn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import CosineAnnealingLR, LRScheduler, StepLR
+from torch.optim.swa_utils import SWALR, update_bn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from xbar.data.seeded import SeededSamples
 from xbar.errors import InputError
 from xbar.progress import progress_bar
-from xbar.training.base import WrappedOptimizer, set_lr
+from xbar.training.base import WrappedOptimizer
 from xbar.training.checkpoint import load_tensors, rng_state, set_rng_state, tensor_state
+from xbar.training.config import SCHEDULES
 from xbar.training.params import NoisyParam, derive_seed, forward_weights
 from xbar.training.swa import SWA, has_batch_norm
 from xbar.training.trice import TRICE
@@ -45,36 +49,94 @@ KILL_ENV = "XBAR_TRAIN_KILL_AFTER_STEPS"
 
 
 # ---------------------------------------------------------------------------- schedule
-def lr_at(
-    epoch: int,
-    epochs: int,
-    lr: float,
-    schedule: str = "cosine",
-    step_size: int = 10,
-    step_gamma: float = 0.8,
-    swa_start: int | None = None,
-    swa_lr: float | None = None,
-) -> float:
-    """Learning rate of epoch ``epoch`` (0-based), a pure function of the epoch.
+@dataclass(frozen=True)
+class Schedule:
+    """A run's learning-rate schedule, applied by torch's schedulers once per epoch.
 
-    ``cosine``: lr (1 + cos(pi e / E)) / 2; ``step``: lr * step_gamma^(e // step_size)
-    (DAT: 0.8 every 10 epochs); ``constant``. With SWA from ``swa_start``: the
-    schedule runs over the first ``swa_start`` epochs towards ``swa_lr`` (cosine)
-    and stays at ``swa_lr`` afterwards (WVAT Sec. 4.2).
+    ``cosine``: ``CosineAnnealingLR(T_max=epochs)``, lr (1 + cos(pi e / E)) / 2; ``step``:
+    ``StepLR(step_size, gamma)``, lr * gamma^(e // step_size) (DAT: 0.8 every 10 epochs);
+    ``constant``: no scheduler. With SWA from epoch ``swa_start`` (WVAT Sec. 4.2) the
+    schedule runs over the first ``swa_start`` epochs (cosine towards ``eta_min = swa_lr``)
+    and ``SWALR`` holds ``swa_lr`` from epoch ``swa_start`` on.
     """
-    if swa_start is not None and swa_lr is not None:
-        if epoch >= swa_start:
-            return swa_lr
-        if schedule == "cosine":
-            return swa_lr + (lr - swa_lr) * 0.5 * (1 + math.cos(math.pi * epoch / max(1, swa_start)))
-        epochs = swa_start
-    if schedule == "cosine":
-        return lr * 0.5 * (1 + math.cos(math.pi * epoch / max(1, epochs)))
-    if schedule == "step":
-        return lr * step_gamma ** (epoch // max(1, step_size))
-    if schedule == "constant":
-        return lr
-    raise ValueError(f"schedule = {schedule!r}: expected cosine, step or constant")
+
+    kind: str
+    epochs: int
+    step_size: int = 10
+    gamma: float = 0.8
+    swa_start: int | None = None
+    swa_lr: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in SCHEDULES:
+            raise ValueError(f"schedule = {self.kind!r}: expected cosine, step or constant")
+        if (self.swa_start is None) != (self.swa_lr is None):
+            raise ValueError("swa_start and swa_lr: expected both or neither")
+
+    def main(self, optimizer: Optimizer) -> LRScheduler | None:
+        """The scheduler of the epochs before ``swa_start`` (None: a constant rate)."""
+        if self.kind == "cosine":
+            if self.swa_start is None:
+                return CosineAnnealingLR(optimizer, T_max=max(1, self.epochs))
+            return CosineAnnealingLR(optimizer, T_max=max(1, self.swa_start), eta_min=self.swa_lr)
+        if self.kind == "step":
+            return StepLR(optimizer, step_size=max(1, self.step_size), gamma=self.gamma)
+        return None
+
+    def swa_from(self, epoch: int) -> bool:
+        """Whether epoch ``epoch`` (0-based) runs at the SWA rate."""
+        return self.swa_start is not None and epoch >= self.swa_start
+
+
+class EpochScheduler:
+    """One optimizer's torch schedulers, stepped at the end of every epoch.
+
+    :meth:`Schedule.main` until ``swa_start``, then ``SWALR(swa_lr, anneal_epochs=0)``
+    (built on entering the SWA phase: building one sets the rate). Its state (the epoch and
+    the schedulers' counters: plain numbers) is part of a checkpoint, so a resumed run
+    continues the same recursion and gets the same rates as an uninterrupted one.
+    """
+
+    def __init__(self, optimizer: Optimizer, schedule: Schedule) -> None:
+        self.optimizer = optimizer
+        self.schedule = schedule
+        self.epoch = 0
+        self.main = None if schedule.swa_from(0) else schedule.main(optimizer)
+        self.swa = self._swa() if schedule.swa_from(0) else None
+
+    def _swa(self) -> SWALR:
+        return SWALR(self.optimizer, self.schedule.swa_lr, anneal_epochs=0)
+
+    @property
+    def lr(self) -> float:
+        """The rate of the current epoch (of the first param group: the schedule sets them all alike)."""
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def step(self) -> None:
+        """Move to the next epoch's rate."""
+        self.epoch += 1
+        if self.swa is not None:
+            self.swa.step()
+        elif self.schedule.swa_from(self.epoch):
+            self.swa = self._swa()
+        elif self.main is not None:
+            self.main.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "main": self.main.state_dict() if self.main is not None else None,
+            "swa": self.swa.state_dict() if self.swa is not None else None,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore after the optimizer's own state (its groups hold the current rate)."""
+        self.epoch = int(state["epoch"])
+        if self.main is not None and state["main"] is not None:
+            self.main.load_state_dict(state["main"])
+        if state["swa"] is not None:
+            self.swa = self.swa or self._swa()
+            self.swa.load_state_dict(state["swa"])
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
@@ -196,8 +258,8 @@ class StepRunner:
     def steps(self) -> list[WrappedOptimizer]:
         return [self.step]
 
-    def begin_epoch(self, epoch: int, lr: float) -> None:
-        set_lr(self.step.optimizer, lr)
+    def begin_epoch(self, epoch: int) -> None:
+        """Nothing to prepare: the trainer's schedulers set the rate."""
 
     def train_batch(self, x: torch.Tensor, y: torch.Tensor, scale: float = 1.0) -> tuple[float, int]:
         self.model.train()
@@ -253,10 +315,11 @@ class TriceRunner:
         return list(self.trice.models)
 
     def steps(self) -> list[WrappedOptimizer]:
-        return list(self.trice.opts)
+        """The optimizers that train: all three, or w1's alone once the models are merged
+        (the others never step again, so they get no learning-rate scheduler either)."""
+        return [self.trice.opts[i] for i in self.trice.active]
 
-    def begin_epoch(self, epoch: int, lr: float) -> None:
-        self.trice.set_lr(lambda o: set_lr(o, lr))
+    def begin_epoch(self, epoch: int) -> None:
         self.trice.begin_epoch(epoch)
 
     def train_batch(self, x: torch.Tensor, y: torch.Tensor, scale: float = 1.0) -> tuple[float, int]:
@@ -350,7 +413,8 @@ class Trainer:
         runner: a :class:`StepRunner` or :class:`TriceRunner`.
         train, test: the data.
         epochs, batch_size, seed: the run.
-        lr_of: learning rate of an epoch (see :func:`lr_at`).
+        schedule: the learning-rate schedule (:class:`Schedule`), one set of torch schedulers
+            per optimizer of the runner, stepped at every epoch end.
         evaluate: extra end-of-epoch metrics ``(model, targets, epoch) -> dict`` (e.g. test KPP).
         checkpoint: called with the full state at every checkpoint.
         on_epoch: called with the history after every epoch.
@@ -369,7 +433,7 @@ class Trainer:
         epochs: int,
         batch_size: int,
         seed: int,
-        lr_of: Callable[[int], float],
+        schedule: Schedule,
         evaluate: Callable[[nn.Module, list[NoisyParam], int], dict[str, Any]] | None = None,
         checkpoint: Callable[[dict[str, Any]], None] | None = None,
         on_epoch: Callable[[list[dict[str, Any]]], None] | None = None,
@@ -380,7 +444,7 @@ class Trainer:
         self.runner = runner
         self.train_data, self.test_data = train, test
         self.epochs, self.batch_size, self.seed = int(epochs), int(batch_size), int(seed)
-        self.lr_of = lr_of
+        self.schedulers = [EpochScheduler(opt, schedule) for opt in runner.steps()]
         self.evaluate = evaluate
         self.checkpoint = checkpoint
         self.on_epoch = on_epoch
@@ -410,6 +474,7 @@ class Trainer:
             "elapsed": float(self.elapsed),
             "history": list(self.history),
             "runner": self.runner.state_dict(),
+            "schedulers": [s.state_dict() for s in self.schedulers],
             "rng": rng_state(),
         }
 
@@ -420,6 +485,8 @@ class Trainer:
         self.elapsed = float(state.get("elapsed", 0.0))
         self.history = list(state["history"])
         self.runner.load_state_dict(state["runner"])
+        for sched, s in zip(self.schedulers, state["schedulers"], strict=True):
+            sched.load_state_dict(s)
         set_rng_state(state["rng"])
 
     def _check_finite(self, epoch: int, loss: float, lr: float) -> None:
@@ -449,8 +516,8 @@ class Trainer:
         while self.epoch < self.epochs:
             epoch = self.epoch
             t0 = time.perf_counter()
-            lr = self.lr_of(epoch)
-            self.runner.begin_epoch(epoch, lr)
+            lr = self.schedulers[0].lr
+            self.runner.begin_epoch(epoch)
             order = epoch_order(n, self.seed, epoch)
             bar = None
             if self.progress:
@@ -508,6 +575,8 @@ class Trainer:
             self.history.append(metrics)
             if self.progress:
                 print(epoch_line(metrics, self.epochs), file=sys.stderr, flush=True)
+            for sched in self.schedulers:
+                sched.step()
             self.epoch += 1
             self.batch = 0
             self.sums = [0.0, 0, 0]

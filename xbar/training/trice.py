@@ -157,10 +157,6 @@ class TRICE:
         self.opts[dst].optimizer.load_state_dict(copy.deepcopy(self.opts[src].optimizer.state_dict()))
 
     # ------------------------------------------------------------------- state
-    def set_lr(self, setter: Callable[[torch.optim.Optimizer], None]) -> None:
-        for o in self.opts:
-            setter(o.optimizer)
-
     def state_dict(self) -> dict[str, Any]:
         return {
             "start": self.start,
