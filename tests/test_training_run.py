@@ -60,6 +60,28 @@ def test_resume_after_crash_mid_epoch_gives_the_same_weights(tmp_path, monkeypat
     assert [strip(x) for x in la] == [strip(x) for x in lb] and len(hist) == 2
 
 
+def test_a_version_1_checkpoint_resumes_with_replayed_schedulers(tmp_path, monkeypatch):
+    """Checkpoints written before the trainer kept torch schedulers (version 1, no scheduler
+    state) still resume: the schedulers are replayed to the checkpoint's epoch, so the rates of
+    the remaining epochs, and the weights, are those of the uninterrupted run."""
+    kw = dict(epochs=5, seed=5, checkpoint_every=5, swa_start=0.6, **FAST)
+    train("lenet", "digits", "fefet2", "wvat", out=tmp_path / "a", **kw)
+    _crash(monkeypatch, 17)  # 12 steps per epoch: dies in epoch 2, last checkpoint at step 15
+    with pytest.raises(Crash):
+        train("lenet", "digits", "fefet2", "wvat", out=tmp_path / "b", **kw)
+    path = tmp_path / "b" / "checkpoint.pt"
+    ck = torch.load(path, weights_only=True)
+    assert (ck["epoch"], ck.pop("schedulers") is not None) == (1, True)
+    ck["version"] = 1
+    torch.save(ck, path)
+    monkeypatch.delenv(trainer_mod.KILL_ENV)
+    train("lenet", "digits", "fefet2", "wvat", out=tmp_path / "b", resume=True, **kw)
+    a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    lrs = [[json.loads(x)["lr"] for x in (tmp_path / r / "metrics.jsonl").read_text().splitlines()] for r in "ab"]
+    assert lrs[0] == lrs[1] and len(set(lrs[0])) == 4  # cosine over 3 epochs, then swa_lr twice
+
+
 class _Augmented(torch.utils.data.Dataset):
     """Digits with random augmentation drawn from the global generators (torch and random), like
     torchvision's RandomCrop/RandomHorizontalFlip: a stand-in for CIFAR, which is not available offline."""

@@ -21,9 +21,10 @@ from xbar.errors import InputError
 from xbar.fileio import atomic_torch_save, remove_stale_temps, torch_load_safe
 
 FORMAT = "xbar-train-checkpoint"
-#: 2: the trainer state holds the learning-rate schedulers' state (torch schedulers; version 1
-#: runs computed the rate from the epoch and cannot be resumed by this version).
+#: 2: the trainer state holds the learning-rate schedulers' state (torch schedulers). Version 1
+#: (rates computed from the epoch) still resumes: the schedulers are replayed to its epoch.
 VERSION = 2
+READABLE = (1, 2)
 
 
 def _analog(module: nn.Module) -> bool:
@@ -112,6 +113,6 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | 
     data = torch_load_safe(p, map_location, missing="no checkpoint to resume from")
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise InputError(f"{p}: format = {data.get('format') if isinstance(data, dict) else None!r}: expected {FORMAT!r}")
-    if data.get("version") != VERSION:
-        raise InputError(f"{p}: version = {data.get('version')!r}: expected {VERSION}")
+    if data.get("version") not in READABLE:
+        raise InputError(f"{p}: version = {data.get('version')!r}: expected one of {', '.join(map(str, READABLE))}")
     return data

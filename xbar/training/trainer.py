@@ -19,6 +19,7 @@ import os
 import signal
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -128,6 +129,17 @@ class EpochScheduler:
             "main": self.main.state_dict() if self.main is not None else None,
             "swa": self.swa.state_dict() if self.swa is not None else None,
         }
+
+    def replay(self, epochs: int) -> None:
+        """Reach epoch ``epochs`` from the start: a version-1 checkpoint (rates computed from the
+        epoch) holds no scheduler state, so the schedulers are stepped again from the base rate."""
+        if self.main is not None:
+            for group, base in zip(self.optimizer.param_groups, self.main.base_lrs):
+                group["lr"] = base
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notice of a scheduler step before any optimizer step
+            for _ in range(epochs):
+                self.step()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore after the optimizer's own state (its groups hold the current rate)."""
@@ -485,7 +497,10 @@ class Trainer:
         self.elapsed = float(state.get("elapsed", 0.0))
         self.history = list(state["history"])
         self.runner.load_state_dict(state["runner"])
-        for sched, s in zip(self.schedulers, state["schedulers"], strict=True):
+        if "schedulers" not in state:  # a version-1 checkpoint
+            for sched in self.schedulers:
+                sched.replay(self.epoch)
+        for sched, s in zip(self.schedulers, state.get("schedulers", ()), strict=False):
             sched.load_state_dict(s)
         set_rng_state(state["rng"])
 
