@@ -652,3 +652,28 @@ def test_cuda_tiles_match_cpu() -> None:
     fresh = xbar.convert(digital, "pcm")
     tiles.load_state_dict(fresh, tiles.clean_state_dict(noisy))
     torch.testing.assert_close(fresh.conv.analog_module.tile.weight, noisy.conv.analog_module.tile.weight.cpu())
+
+
+def test_convert_validates_the_preset_once_and_builds_one_device_model(monkeypatch):
+    """From a preset name to every tile of a converted LeNet: one validation of the TOML and one
+    DeviceModel build (the config keeps the validated Preset it was given; aihwkit's per-tile
+    copies of the config copy the model, they do not build it again)."""
+    from xbar.devices.model import DeviceModel
+    from xbar.presets.schema import Preset
+
+    calls = {"from_dict": 0, "DeviceModel": 0}
+    from_dict, init = Preset.from_dict.__func__, DeviceModel.__init__
+
+    def counted_from_dict(cls, *a, **k):
+        calls["from_dict"] += 1
+        return from_dict(cls, *a, **k)
+
+    def counted_init(self, *a, **k):
+        calls["DeviceModel"] += 1
+        init(self, *a, **k)
+
+    monkeypatch.setattr(Preset, "from_dict", classmethod(counted_from_dict))
+    monkeypatch.setattr(DeviceModel, "__init__", counted_init)
+    analog = xbar.convert(models.build("lenet"), "fefet2")
+    sigmas = {t.rpu_config.device_model().programming.sigma_d for t in analog.analog_tiles()}
+    assert calls == {"from_dict": 1, "DeviceModel": 1} and sigmas == {presets.resolve("fefet2").programming.sigma_d}

@@ -65,13 +65,15 @@ def periphery(
     )
 
 
-def _preset_dict(preset: Any) -> dict[str, Any]:
-    """The config's stored form of ``preset``: a dict as given ({} = ideal devices), else its canonical ``to_dict``."""
+def _preset_dict(preset: Any) -> tuple[dict[str, Any], Any]:
+    """(the config's stored form of ``preset``, the validated Preset or None): a dict as given
+    ({} = ideal devices, validated when first used), else its canonical ``to_dict``."""
     if isinstance(preset, dict):
-        return preset
+        return preset, None
     from xbar import presets
 
-    return presets.resolve(preset).to_dict(canonical=True)
+    obj = presets.resolve(preset)
+    return obj.to_dict(canonical=True), obj
 
 
 @dataclass
@@ -98,7 +100,9 @@ class XbarRPUConfig(TorchInferenceRPUConfig):
     drift_compensation: Any = _FROM_PRESET
 
     def __post_init__(self) -> None:
-        self.preset = _preset_dict(self.preset)
+        self.preset, obj = _preset_dict(self.preset)
+        if obj is not None:  # already validated: not again from its dict
+            self.__dict__["_preset_object"] = (self.preset, obj)
         dm = self.device_model()
         if isinstance(self.noise_model, str) and self.noise_model == _FROM_PRESET:
             self.noise_model = XbarNoiseModel(dm)
@@ -113,15 +117,20 @@ class XbarRPUConfig(TorchInferenceRPUConfig):
         """A config for ``preset`` (name, path, Preset or dict) with an optional forward periphery."""
         if forward is not None:
             kwargs["forward"] = forward
-        return cls(preset=_preset_dict(preset), **kwargs)
+        return cls(preset=preset, **kwargs)
 
     def preset_object(self):
         """The preset as a validated :class:`xbar.presets.Preset` (None for ideal devices)."""
         if not self.preset:
             return None
+        cached = self.__dict__.get("_preset_object")
+        if cached is not None and cached[0] is self.preset:
+            return cached[1]
         from xbar.presets import resolve
 
-        return resolve(self.preset, origin=f"preset {self.preset.get('name', '?')}")
+        obj = resolve(self.preset, origin=f"preset {self.preset.get('name', '?')}")
+        self.__dict__["_preset_object"] = (self.preset, obj)
+        return obj
 
     def device_model(self) -> DeviceModel:
         """The preset's device model, built once per config (copies share nothing)."""

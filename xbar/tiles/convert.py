@@ -189,7 +189,7 @@ def convert(
         if key in options:
             raise ValueError(f"rpu_options: {key!r} is set by convert's own argument")
     forward = copy.deepcopy(forward) if forward is not None else IOParameters(is_perfect=True)
-    config = XbarRPUConfig(preset=p.to_dict(canonical=True), forward=forward, **options)
+    config = XbarRPUConfig(preset=p, forward=forward, **options)
     select = _selector(layers, model)
     if not inplace:
         model = copy.deepcopy(model)
