@@ -56,18 +56,6 @@ def train_model(preset, epochs: int, seed: int) -> tuple[nn.Module, torch.utils.
     return model, split.test
 
 
-def stored(model: nn.Module, preset) -> nn.Module:
-    """A copy holding the noise-free stored weights (H-bit quantized)."""
-    import copy
-
-    dm = preset.device_model()
-    out = copy.deepcopy(model)
-    with torch.no_grad():
-        for _, w in hil.weight_parameters(out):
-            w.copy_(dm.target(w))
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--measurements", type=Path, default=MEASUREMENTS)
@@ -83,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"2. training lenet on mnist5k for {args.epochs} epochs with {preset.name}")
         model, test = train_model(preset, args.epochs, args.seed)
         model.eval()
-        acc = hil.evaluate(stored(model, preset), test).accuracy
+        acc = hil.evaluate(hil.stored_copy(model, preset), test).accuracy
         print(f"3. stored weights: accuracy {acc:.4f}")
 
         print("4. programming an emulated chip that behaves like the fitted preset")

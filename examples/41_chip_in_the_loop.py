@@ -28,24 +28,17 @@ from pathlib import Path
 import torch
 
 from xbar import hil
+from xbar.calibration import import_arc2
 from xbar.errors import InputError
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "calibration" / "examples"
 ARC2_SESSION, ARC2_PLAN = EXAMPLES / "arc2_session.h5", EXAMPLES / "arc2_plan.csv"
-FALLBACK = EXAMPLES / "fefet_per_level.h5"
 AGED = 3.0  # the chip's programming noise over the fitted one
 
 
 def measurements(out: Path) -> Path:
-    """The ArC TWO store imported into ``out`` (or the bundled FeFET file where the importer is missing)."""
-    try:
-        from xbar.calibration import import_arc2
-    except ImportError:
-        import_arc2 = None
-    if import_arc2 is None or not ARC2_SESSION.is_file():
-        print(f"   (no ArC TWO importer or bundled store here; using {FALLBACK.name})")
-        return FALLBACK
+    """The bundled ArC TWO store imported into ``out``."""
     path = import_arc2(ARC2_SESSION, out / "arc2_measurements.h5", plan=ARC2_PLAN, force=True)
     print(f"   {ARC2_SESSION.name} + {ARC2_PLAN.name} -> {path.name}")
     return path

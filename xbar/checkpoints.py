@@ -154,7 +154,7 @@ def _convert_manifest(p: Path) -> dict[str, Any] | None:
         "model_spec": data.get("model_spec"),
         "model_options": {k: v for k, v in sizes.items() if k not in ("in_channels", "num_classes", "image_size")},
         "data": data.get("data"),
-        "preset": (data.get("preset") or {}).get("name") if isinstance(data.get("preset"), dict) else None,
+        "preset": data["preset"].get("name") if isinstance(data.get("preset"), dict) else None,
         "preset_spec": data.get("preset") if isinstance(data.get("preset"), dict) else None,
         "weights": path.parent / data["state_file"],
         "path": path,

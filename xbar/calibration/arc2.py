@@ -156,7 +156,6 @@ class _Crosspoint:
     bit: int
     rows: np.ndarray  # structured, first NROWS rows
     seq_end: np.ndarray  # row index of the read ending each programming sequence
-    seq_start: np.ndarray  # row index of each sequence's first pulse
 
     @property
     def name(self) -> str:
@@ -311,14 +310,13 @@ class _Store:
         pulse_idx = np.flatnonzero(op & OP_PULSE)
         if pulse_idx.size == 0:
             empty = np.zeros(0, np.int64)
-            return _Crosspoint(w, b, rows, empty, empty)
+            return _Crosspoint(w, b, rows, empty)
         new = np.diff(pulse_idx) > 2  # two or more reads between pulses end a sequence
-        start = pulse_idx[np.r_[True, new]]
         last = pulse_idx[np.r_[new, True]]
         end = np.where(op[last] & OP_READ, last, last + 1)  # a pulse-read reads itself
         if end[-1] >= rows.shape[0]:
             self.fail(where, f"row {int(last[-1])}: the history ends with a pulse and no read; expected a read after the last pulse")
-        return _Crosspoint(w, b, rows, end, start)
+        return _Crosspoint(w, b, rows, end)
 
     # ---------------------------------------------------------------- retention
     def retention_series(self, planned: set[tuple[int, int]]) -> list[_Series]:

@@ -113,9 +113,7 @@ class CovarianceChoice:
 def _kron_eig(fit: SpatialFit, rows: int, cols: int, total_var: float):
     """(eigenvalues [d], row eigvecs, col eigvecs) of sigma^2 K_r (x) K_c + tau^2 I (index r * cols + c)."""
     if not fit.detected:
-        er, vr = np.ones(rows), np.eye(rows)
-        ec, vc = np.ones(cols), np.eye(cols)
-        return np.full(rows * cols, max(total_var, 1e-300)), vr, vc
+        return np.full(rows * cols, max(total_var, 1e-300)), np.eye(rows), np.eye(cols)
     er, vr = np.linalg.eigh(exp_kernel(rows, fit.length_rows))
     ec, vc = np.linalg.eigh(exp_kernel(cols, fit.length_cols))
     lam = fit.sigma**2 * np.outer(er.clip(min=0), ec.clip(min=0)).ravel() + fit.nugget_sigma**2

@@ -91,6 +91,12 @@ def load_checkpoint(args: argparse.Namespace, path: str | None = None):
 
 def load_data(args: argparse.Namespace, info: dict[str, Any]):
     """The evaluation part (``--split``) of the run's data set, split with the run's seed."""
+    split = load_split(args, info)
+    return split.train if args.split == "train" else split.test
+
+
+def load_split(args: argparse.Namespace, info: dict[str, Any]):
+    """The run's data set (or ``--data``), split and normalized as the run recorded it."""
     from xbar import data
 
     name = args.data or info.get("data")
@@ -113,7 +119,7 @@ def load_data(args: argparse.Namespace, info: dict[str, Any]):
         )
     info["data"] = name
     info["split"] = args.split
-    return split.train if args.split == "train" else split.test
+    return split
 
 
 def resolve_preset(args: argparse.Namespace, info: dict[str, Any], required: bool = True):

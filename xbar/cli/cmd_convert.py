@@ -10,7 +10,6 @@ from typing import Any
 from xbar.cli.common import add_preset_overrides, emit, positive_int, preset_with_overrides
 from xbar.errors import InputError
 
-MANIFEST_FORMAT = "xbar-converted-model"
 MANIFEST_VERSION = 1
 
 
@@ -91,6 +90,7 @@ def manifest_path(out: str | os.PathLike) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from xbar import data, models, tiles
+    from xbar.checkpoints import CONVERT_FORMAT
     from xbar.fileio import atomic_write_json, check_writable, sha256_of
 
     name, checkpoint, found = _resolve(args)
@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     }
     if out is not None:
         record = {
-            "format": MANIFEST_FORMAT,
+            "format": CONVERT_FORMAT,
             "format_version": MANIFEST_VERSION,
             "model": name,
             "model_spec": source.to_dict(),

@@ -89,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     model, info = S.load_checkpoint(args)
     model.eval()
-    test = S.load_data(args, info)
+    split = S.load_split(args, info)
+    test = split.train if args.split == "train" else split.test
     if args.limit:
         test = torch.utils.data.Subset(test, range(min(args.limit, len(test))))
     preset = S.resolve_preset(args, info)
@@ -99,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         with S.library_errors():
             if args.hil == "finetune":
-                result, text, plot = _finetune(args, model, chip, preset, info, test)
+                result, text, plot = _finetune(args, model, chip, preset, split.train, test)
             else:
                 result, text, plot = _program(args, model, chip, preset, test)
     finally:
@@ -198,17 +199,17 @@ def _program(args, model, chip, preset, test):
         err = weights[name].detach() - stored
         layers.append({"layer": name, "shape": list(w.shape), "weight_error_rms": float(err.pow(2).mean().sqrt()),
                        "relative_error": float(err.norm() / stored.norm().clamp(min=1e-30))})
-    stored_model = _stored(model, dm)
+    stored_model = hil.stored_copy(model, dm)
+    s = session.summary()
     result = {
         "command": args.hil,
-        "summary": session.summary(),
+        "summary": s,
         "stored_accuracy": hil.evaluate(stored_model, test, batch_size=args.batch_size).accuracy,
         "accuracy": rows[0]["accuracy"] if args.hil == "program" else None,
         "times": rows if args.hil == "eval" else None,
         "layers": layers,
     }
     result = {k: v for k, v in result.items() if v is not None}
-    s = session.summary()
     text = [f"xbar hil {args.hil}: {s['layers']} layers on {s['tiles']} tiles ({s['devices']} devices) of {chip.name}"]
     wv = s.get("write_verify")
     if wv:
@@ -237,31 +238,18 @@ def _program(args, model, chip, preset, test):
     return result, "\n".join(text), plot
 
 
-def _stored(model, dm):
-    import copy
 
-    import torch
+def _finetune(args, model, chip, preset, train, test):
+    """Fine-tune on the run's training part (split and normalized as the run recorded it)."""
+    from dataclasses import asdict
 
     from xbar import hil
 
-    out = copy.deepcopy(model)
-    with torch.no_grad():
-        for _, w in hil.weight_parameters(out):
-            w.copy_(dm.target(w))
-    return out
-
-
-def _finetune(args, model, chip, preset, info, test):
-    from dataclasses import asdict
-
-    from xbar import data, hil
-
     if args.epochs < 0:
         raise InputError(f"--epochs {args.epochs}: expected >= 0")
-    split = data.load(info["data"], args.data_root, int(info.get("seed") or 0))
     cfg = hil.FinetuneConfig(epochs=args.epochs, lr=args.lr, batch_size=args.train_batch_size,
                              noise=not args.no_noise, baseline=not args.no_baseline)
-    r = hil.finetune(model, chip, preset, (split.train, test), cfg, seed=args.seed, progress=not args.no_progress)
+    r = hil.finetune(model, chip, preset, (train, test), cfg, seed=args.seed, progress=not args.no_progress)
     result = {"command": "finetune", **r.to_dict(), "config": asdict(cfg)}
     rec = r.recovered
     text = "\n".join([

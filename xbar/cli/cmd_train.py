@@ -71,7 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _hyper(args: argparse.Namespace) -> dict:
-    from xbar.training.run import parse_value
+    from xbar.training.config import parse_value
 
     hyper: dict = {}
     for item in args.hp:
@@ -131,7 +131,8 @@ def _from_manifest(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from xbar.training.run import PAPER_DEFAULTS, hyper_spec, train
+    from xbar.training.config import PAPER_DEFAULTS, hyper_spec
+    from xbar.training.run import train
 
     if args.list_hp:
         if not args.algo:

@@ -66,7 +66,7 @@ def load(
         sources.fixed_split_options(spec, split, train_fraction)
     opts = {k: v for k, v in (("split", split), ("train_fraction", train_fraction), ("normalize", normalize))
             if v is not None}
-    return loader(root, seed, **opts) if opts else loader(root, seed)
+    return loader(root, seed, **opts)
 
 
 def shape_of(name: str | os.PathLike, root: str | os.PathLike[str] | None = None) -> tuple[int, int, int]:

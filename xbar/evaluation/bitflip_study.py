@@ -411,7 +411,6 @@ def bitflip_sweep(
     grid = np.asarray(p, dtype=float) if p is not None else p_grid(p_min, p_max, points_per_decade)
     if grid.ndim != 1 or grid.size < 1 or np.any(~np.isfinite(grid)) or np.any(grid < 0) or np.any(grid > 1):
         raise ValueError("p: expected probabilities in [0, 1]")
-    directional(0.0, p10_ratio)  # validates the ratio
     pairs = [directional(float(q), p10_ratio) for q in grid]
     dev = local_device(None if device is None else str(device))
     dist = dist or context(dev)

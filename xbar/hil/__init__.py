@@ -29,7 +29,14 @@ from xbar.hil.finetune import FinetuneConfig, FinetuneResult, finetune
 from xbar.hil.protocol import CrossbarBackend, SupportsMVM
 from xbar.hil.recording import RecordingBackend
 from xbar.hil.replay import ReplayBackend
-from xbar.hil.session import HilSession, program_model, read_model, read_weights, weight_parameters
+from xbar.hil.session import (
+    HilSession,
+    program_model,
+    read_model,
+    read_weights,
+    stored_copy,
+    weight_parameters,
+)
 
 __all__ = [
     "Arc2Backend",
@@ -52,6 +59,7 @@ __all__ = [
     "program_model",
     "read_model",
     "read_weights",
+    "stored_copy",
     "summarize",
     "weight_parameters",
 ]

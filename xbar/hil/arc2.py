@@ -42,7 +42,7 @@ import torch
 
 from xbar.errors import InputError
 from xbar.hil.emulated import WriteVerifyReport
-from xbar.hil.protocol import check_block, check_tile
+from xbar.hil.protocol import check_block, check_levels, check_tile, nominal_conductances
 from xbar.presets import device_model_of
 
 STANDARD_ROWS = tuple(range(0, 16)) + tuple(range(32, 48))
@@ -163,12 +163,7 @@ class Arc2Backend:
         self.levels = device_model_of(preset).mapping.levels
         if not self.levels:
             raise InputError("Arc2Backend: the preset stores analog conductances; expected discrete levels (weight_bits >= 1)")
-        g = tuple(float(v) for v in level_conductance_uS)
-        if len(g) != self.levels or any(not math.isfinite(v) or v < 0 for v in g) or any(b <= a for a, b in zip(g, g[1:])):
-            raise InputError(
-                f"Arc2Backend: level_conductance_uS = {list(g)}: expected {self.levels} finite, non-negative, "
-                "strictly increasing conductances (one per level of the preset)"
-            )
+        g = nominal_conductances(level_conductance_uS, self.levels, "Arc2Backend")
         self.level_conductance_uS = g
         self._g0, self._step = g[0], (g[-1] - g[0]) / (len(g) - 1)
         n_rows, n_cols = len(self.wiring.row_channels), len(self.wiring.col_channels)
@@ -217,9 +212,7 @@ class Arc2Backend:
     def program(self, tile_id: int, targets: torch.Tensor) -> None:
         check_block(self, tile_id, targets, self.name)
         target = targets.detach().to("cpu", torch.float64)
-        ok = (target == target.round()) & (target >= 0) & (target <= self.levels - 1)
-        if not bool(ok.all()):
-            raise InputError(f"{self.name}: tile {tile_id}: target level {float(target[~ok][0])}: expected integers 0 to {self.levels - 1}")
+        check_levels(self.name, tile_id, target, self.levels)
         r, c = target.shape
         pv = self.pulse
         pulses = torch.zeros(r, c, dtype=torch.int64)

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from xbar.hil.arc2 import STANDARD_COLS, STANDARD_ROWS
-from xbar.hil.protocol import levels_to_uS
+from xbar.hil.protocol import levels_to_uS, zero_level
 from xbar.presets import device_model_of
 
 
@@ -98,7 +98,7 @@ class StandInInstrument:
         levels = m.mapping.levels
         self._top = levels - 1 + 0.5
         g = lib.level_conductance_uS
-        self._zero = -g[0] * (levels - 1) / (g[-1] - g[0])  # 0 uS in level units
+        self._zero = zero_level(g)  # 0 uS in level units
         zeros = torch.zeros(len(self.rows), len(self.cols), dtype=torch.float64)
         self.state = self._land(zeros)
         self.pulse_count = torch.zeros(zeros.shape, dtype=torch.int64)

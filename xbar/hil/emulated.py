@@ -30,7 +30,13 @@ import torch
 
 from xbar.devices import DeviceModel
 from xbar.errors import InputError
-from xbar.hil.protocol import check_block, check_tile
+from xbar.hil.protocol import (
+    check_block,
+    check_levels,
+    check_tile,
+    nominal_conductances,
+    zero_level,
+)
 from xbar.presets import device_model_of
 
 
@@ -125,8 +131,8 @@ class EmulatedBackend:
         if n_tiles < 1:
             raise InputError(f"EmulatedBackend: n_tiles = {n_tiles}: expected >= 1")
         self.levels = cfg.levels
-        self.level_conductance_uS = _nominal(level_conductance_uS, self.levels)
-        self.zero_level = _zero_level(self.level_conductance_uS)
+        self.level_conductance_uS = nominal_conductances(level_conductance_uS, self.levels, "EmulatedBackend")
+        self.zero_level = zero_level(self.level_conductance_uS)
         self.tolerance = tolerance
         self.max_pulses = int(max_pulses)
         self.seed = int(seed)
@@ -156,7 +162,7 @@ class EmulatedBackend:
     def program(self, tile_id: int, targets: torch.Tensor) -> None:
         check_block(self, tile_id, targets, self.name)
         target = targets.detach().to(device=self.device, dtype=self.dtype, copy=True)
-        self._check_levels(tile_id, target)
+        check_levels(self.name, tile_id, target, self.levels)
         programmed, nu = self._pulse(target)
         pulses = torch.ones_like(target, dtype=torch.int32)
         if self.tolerance is not None:
@@ -201,17 +207,6 @@ class EmulatedBackend:
         return x.to(device=g.device, dtype=g.dtype) @ g
 
     # ---------------------------------------------------------------- physics
-    def _check_levels(self, tile_id: int, target: torch.Tensor) -> None:
-        if self.levels:
-            ok = (target == target.round()) & (target >= 0) & (target <= self.levels - 1)
-            if not bool(ok.all()):
-                bad = float(target[~ok].flatten()[0])
-                raise InputError(
-                    f"{self.name}: tile {tile_id}: target level {bad}: expected integers 0 to {self.levels - 1}"
-                )
-        elif bool((target < 0).any()):
-            raise InputError(f"{self.name}: tile {tile_id}: negative target conductance: expected >= 0 uS")
-
     def _pulse(self, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """One programming pulse on every device: programmed levels and drift exponents."""
         m = self.model
@@ -239,26 +234,6 @@ class EmulatedBackend:
     def __repr__(self) -> str:
         wv = f", tolerance={self.tolerance}, max_pulses={self.max_pulses}" if self.tolerance else ""
         return f"EmulatedBackend({self.preset_name!r}, rows={self.rows}, cols={self.cols}, seed={self.seed}{wv})"
-
-
-def _nominal(values: Sequence[float] | None, levels: int) -> tuple[float, ...] | None:
-    """Validated nominal level conductances (None stays None)."""
-    if values is None:
-        return None
-    v = tuple(float(x) for x in values)
-    if not levels or len(v) != levels or any(not math.isfinite(x) or x < 0 for x in v) or any(b <= a for a, b in zip(v, v[1:])):
-        raise InputError(
-            f"EmulatedBackend: level_conductance_uS = {list(v)}: expected {levels or 'discrete'} "
-            "finite, non-negative, strictly increasing conductances (one per level)"
-        )
-    return v
-
-
-def _zero_level(nominal: tuple[float, ...] | None) -> float | None:
-    """0 uS in level units, ``-G_0 / step`` (None without a conductance scale)."""
-    if nominal is None:
-        return None
-    return -nominal[0] * (len(nominal) - 1) / (nominal[-1] - nominal[0])
 
 
 def _label(preset) -> str:

@@ -26,7 +26,7 @@ weights (the chip's ``mvm`` is not used).
 from __future__ import annotations
 
 import copy
-import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,8 +38,10 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from xbar.errors import InputError
 from xbar.hil.evaluate import evaluate
 from xbar.hil.protocol import CrossbarBackend
-from xbar.hil.session import HilSession, program_model, read_weights, weight_parameters
+from xbar.hil.session import HilSession, program_model, read_weights, stored_copy, weight_parameters
 from xbar.presets import device_model_of
+from xbar.progress import progress_bar
+from xbar.training.params import is_analog
 
 
 @dataclass(frozen=True)
@@ -181,15 +183,11 @@ def finetune(
     names = [n for n, _ in weight_parameters(model)]
     if not names:
         raise InputError(f"{type(model).__name__}: no Conv2d or Linear weights to program")
-    if any(type(m).__name__.startswith("Analog") for m in model.modules()):
+    if is_analog(model):
         raise InputError("finetune: expected a plain PyTorch model (not one from xbar.convert)")
     free = list(backend.tiles() if tiles is None else tiles)
     software = evaluate(model, test_set).accuracy
-    stored_model = copy.deepcopy(model)
-    with torch.no_grad():
-        for _, w in weight_parameters(stored_model):
-            w.copy_(dm.target(w))
-    stored = evaluate(stored_model, test_set).accuracy
+    stored = evaluate(stored_copy(model, dm), test_set).accuracy
 
     without: list[float | None] = [None] * len(names)
     baseline = None
@@ -208,7 +206,7 @@ def finetune(
     gen = torch.Generator().manual_seed(int(seed))
     sessions: list[HilSession] = []
     rows: list[dict] = []
-    bar = _progress(len(names), progress)
+    bar = progress_bar(len(names), "layers", progress, unit="layer", leave=False)
     for k, name in enumerate(names):
         session = program_model(work, backend, preset, layers=[name], tiles=free)
         free = free[session.tiles_used :]
@@ -221,10 +219,8 @@ def finetune(
             _train(work, dm, names[k + 1 :], train_set, config, gen)
             after = evaluate(work, test_set).accuracy
         rows.append({"layer": name, "programmed": k + 1, "without": without[k], "before_finetune": before, "with": after})
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
+        bar.update(1)
+    bar.close()
     annotate = getattr(backend, "annotate", None)
     if callable(annotate):
         annotate("finetune", {"seed": int(seed), "layers": names, "config": asdict(config)})
@@ -284,20 +280,10 @@ def _split(data) -> tuple[Dataset, Dataset | tuple]:
     raise InputError(f"finetune: data of type {type(data).__name__}: expected a DatasetSplit or a (train, test) pair")
 
 
-def _progress(n: int, on: bool):
-    if not on:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=n, desc="layers", unit="layer", leave=False)
-
-
 def seed_statistics(results: Sequence[FinetuneResult]) -> dict:
     """Mean and sample std over seeds of the final accuracies and of the paired gain."""
     def stats(xs: list[float]) -> dict:
-        m = sum(xs) / len(xs)
-        s = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
-        return {"mean": m, "std": s, "values": xs}
+        return {"mean": statistics.fmean(xs), "std": statistics.stdev(xs) if len(xs) > 1 else 0.0, "values": xs}
 
     w = [r.final_with for r in results]
     wo = [r.final_without for r in results]

@@ -24,6 +24,7 @@ function of the time since each tile was programmed.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
@@ -116,3 +117,37 @@ def levels_to_uS(levels: torch.Tensor, level_conductance_uS: Sequence[float]) ->
     g0, g1 = float(level_conductance_uS[0]), float(level_conductance_uS[-1])
     step = (g1 - g0) / (len(level_conductance_uS) - 1)
     return levels.double() * step + g0
+
+
+def check_levels(name: str, tile_id: int, target: torch.Tensor, levels: int) -> None:
+    """Target levels must be integers 0 to ``levels - 1`` (discrete devices) or conductances >= 0 uS
+    (``levels`` = 0: analog devices); InputError naming backend ``name`` and the tile otherwise."""
+    if levels:
+        ok = (target == target.round()) & (target >= 0) & (target <= levels - 1)
+        if not bool(ok.all()):
+            bad = float(target[~ok].flatten()[0])
+            raise InputError(f"{name}: tile {tile_id}: target level {bad}: expected integers 0 to {levels - 1}")
+    elif bool((target < 0).any()):
+        raise InputError(f"{name}: tile {tile_id}: negative target conductance: expected >= 0 uS")
+
+
+def nominal_conductances(values: Sequence[float] | None, levels: int, name: str) -> tuple[float, ...] | None:
+    """Validated nominal conductances of the levels, uS (None stays None): ``levels`` finite,
+    non-negative, strictly increasing values; InputError naming backend ``name`` otherwise."""
+    if values is None:
+        return None
+    v = tuple(float(x) for x in values)
+    if not levels or len(v) != levels or any(not math.isfinite(x) or x < 0 for x in v) or any(b <= a for a, b in zip(v, v[1:])):
+        raise InputError(
+            f"{name}: level_conductance_uS = {list(v)}: expected {levels or 'discrete'} "
+            "finite, non-negative, strictly increasing conductances (one per level of the preset)"
+        )
+    return v
+
+
+def zero_level(nominal: Sequence[float] | None) -> float | None:
+    """0 uS in level units, ``-G_0 / step`` (None without a conductance scale)."""
+    if nominal is None:
+        return None
+    return -nominal[0] * (len(nominal) - 1) / (nominal[-1] - nominal[0])
+

@@ -31,6 +31,7 @@ from xbar.hil.protocol import CrossbarBackend
 from xbar.mapping import crossbar_matrix, recombine, slice_weights
 from xbar.mapping.slicing import level_sign
 from xbar.presets import device_model_of
+from xbar.training.params import is_analog
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,7 @@ class HilSession:
 def weight_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
     """The weights stored on devices: ``xbar.tiles.noisy_parameters`` for a converted model,
     else every ``Conv2d``/``Linear`` weight, in module order."""
-    if _is_analog(model):
+    if is_analog(model):
         from xbar.tiles import noisy_parameters
 
         return [(name, p) for name, p, _ in noisy_parameters(model)]
@@ -111,10 +112,15 @@ def weight_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
     ]
 
 
-def _is_analog(model: nn.Module) -> bool:
-    from aihwkit.nn.modules.base import AnalogLayerBase
-
-    return any(isinstance(m, AnalogLayerBase) for m in model.modules())
+def stored_copy(model: nn.Module, preset) -> nn.Module:
+    """A copy of ``model`` holding the noise-free stored weights (``DeviceModel.target``: H-bit
+    quantized) of ``preset`` (anything ``xbar.presets.device_model_of`` takes)."""
+    dm = device_model_of(preset)
+    out = copy.deepcopy(model)
+    with torch.no_grad():
+        for _, w in weight_parameters(out):
+            w.copy_(dm.target(w))
+    return out
 
 
 def program_model(
@@ -262,7 +268,7 @@ def read_model(
 
 def _analog_tiles(model: nn.Module) -> dict | None:
     """``{weight name: XbarInferenceTile}`` of a converted model, None for a plain one."""
-    if not _is_analog(model):
+    if not is_analog(model):
         return None
     from xbar.tiles import xbar_layers
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from xbar.devices.measured import KINDS, MeasuredCovariance
-from xbar.errors import InputError
+from xbar.errors import InputError, first_line
 from xbar.fileio import sha256_of
 
 FIELDS = ("kind", "rows", "cols", "mean", "rank", "file", "sha256", "covariance", "eigenvalues", "eigenvectors")
@@ -130,8 +130,7 @@ def _read_arrays(path: Path, kind: str, where: str) -> dict[str, np.ndarray]:
                 raise ValueError(f"dataset {', '.join('/' + n for n in missing)} missing; expected {', '.join(names)}")
             return {n: np.asarray(f[n][()], dtype=np.float64) for n in names}
     except (OSError, ValueError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(f"{where}.file: {path}: not a readable {kind} covariance ({first})") from None
+        raise InputError(f"{where}.file: {path}: not a readable {kind} covariance ({first_line(exc, 10_000)})") from None
 
 
 def write_sidecar(cov: MeasuredCovariance, path: str | os.PathLike, force: bool = False) -> str:

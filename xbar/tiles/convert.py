@@ -68,17 +68,17 @@ def to_digital(model: nn.Module, inplace: bool = False) -> nn.Module:
     """
     from aihwkit.nn.conversion import convert_to_digital
 
-    return convert_to_digital(model, set(_digital_set()), inplace=inplace)
+    return convert_to_digital(model, inplace=inplace)
 
 
-def _digital_set() -> set:
+def _register_digital_layers() -> None:
+    """Teach aihwkit's ``convert_to_digital`` xbar's layers (its default conversion set)."""
     from aihwkit.nn import conversion
 
     conversion._DEFAULT_DIGITAL_CONVERSION_SET.update({XbarLinear, XbarConv2d})
-    return conversion._DEFAULT_DIGITAL_CONVERSION_SET
 
 
-_digital_set()  # aihwkit's convert_to_digital knows xbar's layers
+_register_digital_layers()
 
 
 def _rpu_config_preset(config: Any, forward: IOParameters | None):

@@ -16,6 +16,8 @@ defaults and checks of ``xbar train --hp``), the three-model :class:`TRICE` trai
 from xbar.training.base import WrappedOptimizer, make_optimizer
 from xbar.training.checkpoint import load_checkpoint, save_checkpoint
 from xbar.training.config import (
+    ALGOS,
+    PAPER_DEFAULTS,
     CommonConfig,
     DATConfig,
     NoiseConfig,
@@ -24,6 +26,8 @@ from xbar.training.config import (
     SWAConfig,
     TRICEConfig,
     WVATConfig,
+    hyper_spec,
+    resolve,
 )
 from xbar.training.dat import DAT, NoiseProfile, projection
 from xbar.training.injection import NoiseInjection, sample_injection
@@ -34,7 +38,7 @@ from xbar.training.params import (
     noisy_parameters,
     other_parameters,
 )
-from xbar.training.run import ALGOS, PAPER_DEFAULTS, digital_copy, hyper_spec, resolve, train
+from xbar.training.run import digital_copy, train
 from xbar.training.sam import SAM, sam_perturbation
 from xbar.training.swa import SWA
 from xbar.training.trainer import (

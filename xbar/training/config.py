@@ -68,9 +68,6 @@ class _Config:
     def check(self) -> None:
         """Range checks; the first bad field raises a one-line InputError."""
 
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
-
 
 @dataclass(frozen=True)
 class CommonConfig(_Config):

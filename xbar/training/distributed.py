@@ -50,9 +50,9 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from xbar.devices.seeding import derive_seed
 from xbar.errors import InputError
 from xbar.evaluation.distributed import Dist, context, local_device
-from xbar.training.params import derive_seed
 
 __all__ = ["DataParallel", "loss_scale", "shard_positions", "start"]
 

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from xbar.devices import DeviceModel
-from xbar.devices.seeding import derive_seed
+from xbar.devices.seeding import derive_seed, generators
 from xbar.errors import InputError
 
 
@@ -185,8 +185,7 @@ def grads(targets: Sequence[NoisyParam]) -> list[torch.Tensor]:
 
 def make_generator(seed: int, device: torch.device | str | None = None, *keys: object) -> torch.Generator:
     """A generator on ``device`` seeded from ``derive_seed(seed, *keys)``."""
-    dev = torch.device(device) if device is not None else torch.device("cpu")
-    return torch.Generator(device=dev).manual_seed(derive_seed(seed, *keys))
+    return generators([derive_seed(seed, *keys)], device)[0]
 
 
 def params_device(targets: Sequence[NoisyParam]) -> torch.device:

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from xbar.devices.seeding import derive_seed
 from xbar.errors import InputError
 from xbar.evaluation import kpp
 from xbar.evaluation import monte_carlo as study_monte_carlo
@@ -28,25 +29,17 @@ from xbar.mapping import default_activation_bits, default_weight_bits, quantize_
 from xbar.presets import resolve as resolve_preset
 from xbar.training.base import make_optimizer
 from xbar.training.checkpoint import tensor_state
-from xbar.training.config import (  # noqa: F401  (re-exported: the names callers used before)
-    ALGOS,
-    MIN_THRESHOLD,
-    PAPER_DEFAULTS,
-    CommonConfig,
+from xbar.training.config import (
     DATConfig,
-    Hyper,
     NoiseConfig,
     SAMConfig,
     SWAConfig,
     TRICEConfig,
     WVATConfig,
-    algo_hyper,
     check_algo,
     check_device,
     check_family,
     configs,
-    hyper_spec,
-    parse_value,
     resolve,
 )
 from xbar.training.dat import DAT
@@ -54,23 +47,12 @@ from xbar.training.distributed import start as start_parallel
 from xbar.training.injection import NoiseInjection
 from xbar.training.params import (
     NoisyParam,
-    derive_seed,
     is_analog,
     make_generator,
     noisy_parameters,
     other_parameters,
 )
-from xbar.training.rundir import (  # noqa: F401  (re-exported)
-    CHECKPOINT,
-    MANIFEST,
-    METRICS,
-    MODEL,
-    RUN_FORMAT,
-    RunDir,
-    check_force,
-    new_manifest,
-    prepare_resume,
-)
+from xbar.training.rundir import RunDir, check_force, new_manifest, prepare_resume
 from xbar.training.sam import SAM
 from xbar.training.swa import SWA
 from xbar.training.trainer import (
@@ -83,11 +65,6 @@ from xbar.training.trainer import (
 )
 from xbar.training.trice import TRICE
 from xbar.training.wvat import WVAT
-
-#: Unchanged names for the callers of this module (the definitions live in
-#: ``xbar.training.config`` and ``xbar.training.rundir``).
-COMMON: dict[str, Hyper] = CommonConfig.hyper()
-ALGO_HYPER: dict[str, dict[str, Hyper]] = {a: algo_hyper(a) for a in ALGOS}
 
 
 # ------------------------------------------------------------------------ helpers

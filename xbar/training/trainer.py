@@ -33,12 +33,13 @@ from torch.optim.swa_utils import SWALR, update_bn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from xbar.data.seeded import SeededSamples
+from xbar.devices.seeding import derive_seed
 from xbar.errors import InputError
 from xbar.progress import progress_bar
 from xbar.training.base import WrappedOptimizer
 from xbar.training.checkpoint import load_tensors, rng_state, set_rng_state, tensor_state
 from xbar.training.config import SCHEDULES
-from xbar.training.params import NoisyParam, derive_seed, forward_weights
+from xbar.training.params import NoisyParam, forward_weights
 from xbar.training.swa import SWA, has_batch_norm
 from xbar.training.trice import TRICE
 
@@ -327,8 +328,10 @@ class TriceRunner:
         return list(self.trice.models)
 
     def steps(self) -> list[WrappedOptimizer]:
-        """The optimizers that train: all three, or w1's alone once the models are merged
-        (the others never step again, so they get no learning-rate scheduler either)."""
+        """The optimizers that train, asked once when the trainer builds its schedulers: all
+        three, or w1's alone when the models are merged from the start (the others never
+        step, so they get no learning-rate scheduler). Models that merge during the run keep
+        the schedulers they have; a merged model's scheduler then sets a rate nothing uses."""
         return [self.trice.opts[i] for i in self.trice.active]
 
     def begin_epoch(self, epoch: int) -> None:
@@ -385,7 +388,6 @@ def all_finite(tensors: list[torch.Tensor]) -> bool:
 
 
 @torch.no_grad()
-@torch.no_grad()
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2048) -> float:
     """Top-1 accuracy of ``model`` on the tensors ``x``, ``y``."""
     correct = 0
@@ -407,6 +409,7 @@ def epoch_line(metrics: dict[str, Any], epochs: int) -> str:
     return "  ".join(parts)
 
 
+@torch.no_grad()
 def clean_accuracy(model: nn.Module, targets: list[NoisyParam], x: torch.Tensor, y: torch.Tensor) -> float:
     """Accuracy with the noise-free stored (quantized) weights, eval mode."""
     was = model.training
