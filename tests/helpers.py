@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from xbar import data, models
+from xbar.training import trainer
 
 
 @contextlib.contextmanager
@@ -100,6 +101,22 @@ def write_run(directory: Path, model: nn.Module, preset: str = "rram-uniform", s
     }
     (directory / "manifest.json").write_text(json.dumps(manifest))
     return directory
+
+
+class Crash(RuntimeError):
+    """Raised by the trainer's kill hook under :func:`crash_after`, where the real hook sends SIGKILL."""
+
+
+def crash_after(monkeypatch, steps: int) -> None:
+    """Make the trainer's kill hook raise :class:`Crash` after ``steps`` optimizer steps (an in-process
+    stand-in for SIGKILL: the run directory is left as a killed run leaves it). ``monkeypatch``: pytest's
+    fixture, or a ``pytest.MonkeyPatch()`` where there is none (a spawned process)."""
+    monkeypatch.setenv(trainer.KILL_ENV, str(steps))
+
+    def kill(pid, sig):
+        raise Crash(f"killed after {steps} steps")
+
+    monkeypatch.setattr(trainer.os, "kill", kill)
 
 
 def cli_json(capsys, argv: list[str]) -> dict:

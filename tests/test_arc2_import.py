@@ -8,7 +8,6 @@ layout: NaN-filled pulse rows, tables allocated ahead of ``NROWS``, retention ta
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import h5py
 import numpy as np
 import pytest
 
+from tests.helpers import cli_json, cli_refused
 from xbar.calibration import arc2_synthetic, fit, import_arc2, read_measurements
 from xbar.calibration.schema import to_level_units
 from xbar.calibration.switching import bitflip_threshold
@@ -168,10 +168,10 @@ def test_cli_import_then_fit(session, tmp_path, capsys):
     assert main(["fit", str(out), "--out", str(toml)]) == 0
     assert "[drift]" in toml.read_text()
     capsys.readouterr()
-    assert main(["import-arc2", str(src), "--out", str(out), "--plan", str(plan)]) == 2
-    assert "already exists" in capsys.readouterr().err
-    assert main(["import-arc2", str(src), "--out", str(out), "--plan", str(plan), "--force", "--json", "--array-map"]) == 0
-    assert json.loads(capsys.readouterr().out)["sizes"]["array_maps"] == [1, 8, 8]
+    cli_refused(capsys, ["import-arc2", str(src), "--out", str(out), "--plan", str(plan)], "already exists")
+    d = cli_json(capsys, ["import-arc2", str(src), "--out", str(out), "--plan", str(plan), "--force", "--json",
+                          "--array-map"])
+    assert d["sizes"]["array_maps"] == [1, 8, 8]
 
 
 def test_without_a_plan_only_cycling_is_imported(tmp_path):
@@ -309,9 +309,7 @@ def test_malformed_input_is_refused_in_one_line_and_nothing_is_written(session, 
         edit(plan)
     before = sorted(p.name for p in tmp_path.iterdir())
     out = tmp_path / "out.h5"
-    assert main(["import-arc2", str(src), "--out", str(out), "--plan", str(plan), "--array-map"]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and expected in err, err
+    cli_refused(capsys, ["import-arc2", str(src), "--out", str(out), "--plan", str(plan), "--array-map"], expected)
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == before
 
 

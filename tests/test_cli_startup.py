@@ -59,13 +59,6 @@ def test_device_names_resolve_to_their_modules():
         _ = devices.no_such_thing
 
 
-def test_import_xbar_is_cheap_but_reaches_everything():
-    loaded = _modules_after("import xbar")
-    assert "torch" not in loaded
-    assert callable(_attr("sample_weights"))
-
-
-def _attr(name: str):
-    import xbar
-
-    return getattr(xbar, name)
+def test_import_xbar_does_not_import_torch():
+    """(That ``import xbar`` still reaches every public name is tests/test_package.py's check.)"""
+    assert "torch" not in _modules_after("import xbar")

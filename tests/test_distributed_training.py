@@ -19,7 +19,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from tests.helpers import one_thread
+from tests.helpers import Crash, crash_after, one_thread
 from tests.test_distributed import _free_port
 from tests.write_audit import record_writes
 from xbar.evaluation.distributed import Dist
@@ -39,10 +39,6 @@ RUNS = {
 }
 #: The crashed run: "dat" killed after this many steps (44 per epoch; last checkpoint at step 60).
 KILL_AFTER = 65
-
-
-class Crash(RuntimeError):
-    pass
 
 
 def _kwargs(name: str) -> tuple[str, str, str, dict]:
@@ -156,18 +152,12 @@ def _worker(rank: int, world: int, port: int, tmp: str) -> None:
         model, history = _train(name, tmp_path / "runs" / name)
         torch.save({"state": tensor_state(model), "history": history}, tmp_path / f"{name}-rank{rank}.pt")
     # the trainer's kill hook raises instead of SIGKILL (on both ranks, after the same step)
-    from xbar.training import trainer
-
-    os.environ[trainer.KILL_ENV] = str(KILL_AFTER)
-
-    def kill(pid, sig):
-        raise Crash(f"killed after {KILL_AFTER} steps")
-
-    trainer.os.kill = kill
-    try:
-        _train("dat", tmp_path / "runs" / "crashed")
-    except Crash:
-        pass
+    with pytest.MonkeyPatch.context() as patch:
+        crash_after(patch, KILL_AFTER)
+        try:
+            _train("dat", tmp_path / "runs" / "crashed")
+        except Crash:
+            pass
     # a spawned process ends without running atexit hooks: leave the process group together
     # (an undestroyed gloo group can abort a rank as the processes exit)
     import torch.distributed as dist

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import tomllib
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import numpy as np
 import torch
 
 import xbar
+from tests.helpers import cli_json, cli_refused
 from xbar import presets
 from xbar.calibration import ArrayMaps, Measurements, fit, write_measurements
 from xbar.calibration.covariance import CovarianceSelector
@@ -62,8 +62,7 @@ def test_xbar_fit_writes_a_low_rank_covariance_with_its_sidecar(tmp_path: Path, 
     maps, cov = stripe_maps()
     src = measurement_file(tmp_path / "stripes.h5", maps)
     out = tmp_path / "stripes.toml"
-    assert main(["fit", str(src), "--out", str(out), "--json", "--bootstrap", "0"]) == 0
-    d = json.loads(capsys.readouterr().out)
+    d = cli_json(capsys, ["fit", str(src), "--out", str(out), "--json", "--bootstrap", "0"])
     side = tmp_path / "stripes.covariance.h5"
     assert d["covariance_path"] == str(side) and side.is_file()
     cv = d["covariance"]
@@ -87,15 +86,13 @@ def test_xbar_fit_writes_a_low_rank_covariance_with_its_sidecar(tmp_path: Path, 
     assert xbar.sample_weights(w, p, 3).shape == (3, C, R)
     # the text report names both fits; no overwrite without --force, nothing written
     before = side.read_bytes()
-    assert main(["fit", str(src), "--out", str(out), "--bootstrap", "0"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "already exists" in err
+    cli_refused(capsys, ["fit", str(src), "--out", str(out), "--bootstrap", "0"], "already exists")
     assert side.read_bytes() == before
     out2 = tmp_path / "again.toml"
     side.rename(tmp_path / "moved.h5")
     (tmp_path / "again.covariance.h5").write_bytes(b"not mine")
-    assert main(["fit", str(src), "--out", str(out2), "--bootstrap", "0"]) == 2  # the sidecar name is taken
-    assert "again.covariance.h5: already exists" in capsys.readouterr().err
+    # the sidecar name is taken
+    cli_refused(capsys, ["fit", str(src), "--out", str(out2), "--bootstrap", "0"], "again.covariance.h5: already exists")
     assert not out2.exists()
     assert main(["fit", str(src), "--out", str(out2), "--bootstrap", "0", "--force"]) == 0
     text = capsys.readouterr().out

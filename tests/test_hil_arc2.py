@@ -71,7 +71,8 @@ def test_tiles_partition_the_array_and_slices_read_them(firmware, tmp_path):
     assert list(backend.tiles()) == [0, 1, 2, 3]
     backend.program(3, levels(16, 16))
     state = lib.instruments[0].state
-    assert float((state[16:, 16:] - levels(16, 16).double()).abs().max()) < 0.6
+    # the default tolerance plus 4 landing sigmas of the last pulse (as in the test above)
+    assert float((state[16:, 16:] - levels(16, 16).double()).abs().max()) < PulseVerify().tolerance + 4 * 0.08
     assert int(lib.instruments[0].pulse_count[:16].sum()) == 0
     # a model through the driver, recorded and replayed
     torch.manual_seed(0)

@@ -11,7 +11,14 @@ from torch import nn
 from tests.helpers import one_thread
 from xbar import data, models, presets
 from xbar.errors import InputError
-from xbar.hil import EmulatedBackend, RecordingBackend, ReplayBackend
+from xbar.hil import (
+    EmulatedBackend,
+    RecordingBackend,
+    ReplayBackend,
+    evaluate,
+    read_weights,
+    weight_parameters,
+)
 from xbar.hil.finetune import FinetuneConfig, finetune, seed_statistics
 
 # fefet1 with sigma_d = 0.3: middle levels at 1.2 level steps, a loss of several % on digits
@@ -62,12 +69,16 @@ def test_finetuning_recovers_more_than_the_seed_to_seed_spread(mlp, digits):
 
 def test_without_finetuning_the_loop_equals_programming_layer_by_layer(mlp, digits):
     """epochs=0: the progressive chip holds the original weights, so its final accuracy is a plain programming's."""
-    preset = presets.load("fefet1")
+    preset = presets.load("fefet1")  # no read noise: a second read of a tile gives the same conductances
     r = finetune(mlp, EmulatedBackend(preset, rows=64, cols=64, seed=1), preset, digits, FinetuneConfig(epochs=0, baseline=False))
     assert r.final_without is None and r.recovered is None
-    for (_, w), (_, w0) in zip(r.model.named_parameters(), mlp.named_parameters()):
-        assert w.shape == w0.shape
-    assert all(row["with"] == row["before_finetune"] for row in r.rows)
+    original = dict(weight_parameters(mlp))
+    programmed = weight_parameters(r.model)
+    assert [name for name, _ in programmed] == list(original) == [s.layers[0].name for s in r.sessions]
+    for session, (name, w) in zip(r.sessions, programmed):
+        assert torch.equal(w, read_weights(session, name))  # the layer runs with what the chip holds ...
+        assert not torch.equal(w, original[name])  # ... which programming moved off the original weight
+    assert r.final_with == evaluate(r.model, digits.test).accuracy
 
 
 def test_replaying_a_finetuning_session_reproduces_it_exactly(mlp, digits, tmp_path):

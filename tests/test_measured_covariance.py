@@ -18,8 +18,8 @@ import torch
 from scipy import stats
 
 import xbar
+from tests.helpers import cli_refused
 from xbar import presets
-from xbar.cli import main
 from xbar.devices import KroneckerCovariance
 from xbar.hil import EmulatedBackend
 from xbar.presets import Preset
@@ -177,10 +177,7 @@ def _refused(tmp_path: Path, capsys, correlation: dict, expect: str) -> None:
     import tomli_w
 
     path.write_text(text + tomli_w.dumps({"correlation": correlation}))
-    assert main(["presets", "show", str(path)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in err
-    assert str(path) in err and "[correlation]" in err and expect in err, err
+    cli_refused(capsys, ["presets", "show", str(path)], str(path), "[correlation]", expect)
 
 
 def test_bad_covariances_are_refused_in_one_line(tmp_path: Path, capsys) -> None:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.helpers import Crash, cli_json, cli_refused, crash_after
 from xbar import data, models
 from xbar.checkpoints import SourceChangedWarning, load_model
 from xbar.cli import main
@@ -51,6 +52,7 @@ def ten_classes():
     return nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
 '''
 FAST = ["--preset", "fefet2", "--algo", "sgd", "--epochs", "1", "--batch-size", "16", "--lr", "0.05", "--quiet"]
+EVAL = ["--mc", "3", "--no-progress", "--json"]
 
 
 @pytest.fixture
@@ -81,32 +83,13 @@ def npz(tmp_path) -> Path:
     return path
 
 
-def _err(capsys) -> str:
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    return err
-
-
-def _eval_json(capsys, *args: str) -> dict:
-    assert main(["eval", *args, "--mc", "3", "--no-progress", "--json"]) == 0, capsys.readouterr().err
-    return json.loads(capsys.readouterr().out)
-
-
 # ------------------------------------------------------------------ end to end, CLI
 def test_user_factory_trains_evaluates_and_resumes_through_the_cli(tmp_path, net, npz, capsys, monkeypatch):
     run = tmp_path / "run"
     spec = f"{net}:make"
     monkeypatch.chdir(tmp_path)  # relative paths on the command line
     rel = os.path.relpath(net, tmp_path)
-    monkeypatch.setenv(trainer_mod.KILL_ENV, "2")  # dies after 2 of 3 steps, checkpointed every step
-
-    class Crash(RuntimeError):
-        pass
-
-    def kill(pid, sig):
-        raise Crash("killed")
-
-    monkeypatch.setattr(trainer_mod.os, "kill", kill)
+    crash_after(monkeypatch, 2)  # dies after 2 of 3 steps, checkpointed every step
     with pytest.raises(Crash):
         main(["train", "--model", f"{rel}:make", "--data", "npz:bands.npz", *FAST, "--checkpoint-every", "1",
               "--out", str(run)])
@@ -124,7 +107,7 @@ def test_user_factory_trains_evaluates_and_resumes_through_the_cli(tmp_path, net
     model, info = load_model(run)
     saved = torch.load(run / "model.pt", weights_only=True)
     assert info["model"] == spec and all(torch.equal(v, saved[k]) for k, v in model.state_dict().items())
-    result = _eval_json(capsys, str(run))
+    result = cli_json(capsys, ["eval", str(run), *EVAL])
     assert result["n"] == 3 and result["model"] == spec and result["data"] == f"npz:{npz}"
 
 
@@ -134,7 +117,7 @@ def test_torchvision_model_takes_channels_and_classes_from_the_data(tmp_path, np
     saved = torch.load(run / "model.pt", weights_only=True)
     assert saved["conv1.weight"].shape == (64, 1, 7, 7) and saved["fc.weight"].shape == (3, 512)
     assert json.loads((run / "manifest.json").read_text())["model_spec"]["kind"] == "torchvision"
-    result = _eval_json(capsys, str(run))
+    result = cli_json(capsys, ["eval", str(run), *EVAL])
     assert result["model"] == "torchvision:resnet18" and result["n"] == 3
 
 
@@ -148,8 +131,7 @@ def test_changed_source_warns_in_eval_and_stops_resume(tmp_path, net, npz, capsy
     captured = capsys.readouterr()
     json.loads(captured.out)
     assert "warning" in captured.err and "has changed" in captured.err and str(net) in captured.err
-    assert main(["train", "--out", str(run), "--resume", "--quiet"]) == 2
-    assert "has changed" in _err(capsys)
+    cli_refused(capsys, ["train", "--out", str(run), "--resume", "--quiet"], "has changed")
 
 
 def test_eval_reads_the_pair_written_by_convert(tmp_path, net, npz, capsys):
@@ -158,7 +140,7 @@ def test_eval_reads_the_pair_written_by_convert(tmp_path, net, npz, capsys):
     manifest = json.loads(out.with_suffix(".json").read_text())
     assert manifest["model_spec"]["sha256"] == hashlib.sha256(net.read_bytes()).hexdigest()
     capsys.readouterr()
-    by_state, by_manifest = _eval_json(capsys, str(out)), _eval_json(capsys, str(out.with_suffix(".json")))
+    by_state, by_manifest = cli_json(capsys, ["eval", str(out), *EVAL]), cli_json(capsys, ["eval", str(out.with_suffix(".json")), *EVAL])
     assert by_state["per_instance"] == by_manifest["per_instance"]
     assert by_state["preset"] == "fefet2" and by_state["data"] == f"npz:{npz}"
 
@@ -180,10 +162,8 @@ def test_eval_reads_the_pair_written_by_convert(tmp_path, net, npz, capsys):
 def test_bad_model_specs_exit_2_with_one_line_and_write_nothing(tmp_path, net, npz, capsys, model, needle):
     spec = model.format(dir=tmp_path, net=net)
     run, out = tmp_path / "run", tmp_path / "conv.pt"
-    assert main(["train", "--model", spec, "--data", f"npz:{npz}", *FAST, "--out", str(run)]) == 2
-    assert needle in _err(capsys)
-    assert main(["convert", spec, "--data", f"npz:{npz}", "--preset", "fefet2", "--out", str(out)]) == 2
-    assert needle in _err(capsys)
+    cli_refused(capsys, ["train", "--model", spec, "--data", f"npz:{npz}", *FAST, "--out", str(run)], needle)
+    cli_refused(capsys, ["convert", spec, "--data", f"npz:{npz}", "--preset", "fefet2", "--out", str(out)], needle)
     assert not run.exists() and not out.exists() and not out.with_suffix(".json").exists()
 
 
@@ -204,8 +184,8 @@ def test_bad_npz_files_are_refused_with_one_line(tmp_path, capsys, arrays, needl
     path = tmp_path / "bad.npz"
     np.savez(path, **arrays)
     run = tmp_path / "run"
-    assert main(["train", "--model", "mlp", "--data", f"npz:{path}", *FAST, "--out", str(run)]) == 2
-    assert needle in _err(capsys) and not run.exists()
+    cli_refused(capsys, ["train", "--model", "mlp", "--data", f"npz:{path}", *FAST, "--out", str(run)], needle)
+    assert not run.exists()
 
 
 def test_bad_data_specs_and_options_exit_2(tmp_path, capsys):
@@ -217,8 +197,8 @@ def test_bad_data_specs_and_options_exit_2(tmp_path, capsys):
         (["--data", "digits", "--normalize", "0.5"], "normalize = '0.5'"),
         (["--data", "cifar10", "--data-split", "random"], "fixed train/test split"),
     ]:
-        assert main(["train", "--model", "mlp", *args, *FAST, "--out", str(run)]) == 2
-        assert needle in _err(capsys) and not run.exists()
+        cli_refused(capsys, ["train", "--model", "mlp", *args, *FAST, "--out", str(run)], needle)
+        assert not run.exists()
 
 
 # ------------------------------------------------------------------------------- data
@@ -259,7 +239,7 @@ def test_imagefolder_reads_train_and_test_folders_and_trains(tmp_path, net, caps
     assert torch.allclose(image[0], torch.from_numpy(np.asarray(Image.open(path), dtype=np.float32) / 255))
     run = tmp_path / "run"
     assert main(["train", "--model", f"{net}:make", "--data", f"imagefolder:{root}", *FAST, "--out", str(run)]) == 0
-    result = _eval_json(capsys, str(run))
+    result = cli_json(capsys, ["eval", str(run), *EVAL])
     assert result["num_images"] == len(split.test)
 
 
@@ -282,7 +262,7 @@ def test_paper_protocol_unstratified_split_with_pixels_over_255(tmp_path, capsys
     spec = json.loads((run / "manifest.json").read_text())["data_spec"]
     assert spec == {"kind": "name", "spec": "digits", "split_seed": 7, "split": "random", "train_fraction": 0.5,
                     "normalize": "none"}
-    assert _eval_json(capsys, str(run))["num_images"] == 1797 - 898
+    assert cli_json(capsys, ["eval", str(run), *EVAL])["num_images"] == 1797 - 898
 
 
 # ----------------------------------------------------------------------------- Python
@@ -296,9 +276,8 @@ def test_python_instances_and_datasets(tmp_path, net, npz, capsys):
     assert trained is not instance and all(torch.equal(v, before[k]) for k, v in instance.state_dict().items())
     man = json.loads((run / "manifest.json").read_text())
     assert man["model"] == f"{net}:Net" and man["data_spec"] == {"kind": "python", "name": "custom"}
-    assert main(["eval", str(run), "--mc", "2", "--no-progress"]) == 2
-    assert "came from Python datasets; pass --data" in _err(capsys)
-    result = _eval_json(capsys, str(run), "--data", f"npz:{npz}")  # the class is rebuilt from net.py
+    cli_refused(capsys, ["eval", str(run), "--mc", "2", "--no-progress"], "came from Python datasets; pass --data")
+    result = cli_json(capsys, ["eval", str(run), "--data", f"npz:{npz}", *EVAL])  # the class is rebuilt from net.py
     assert result["model"] == f"{net}:Net"
     with pytest.raises(InputError, match="apply to data specs"):
         train(instance, split, "fefet2", "sgd", epochs=1, normalize="none", out=tmp_path / "other")

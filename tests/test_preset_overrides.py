@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import tomli_w
 
-from tests.helpers import lenet, one_thread, write_run
+from tests.helpers import cli_json, cli_refused, lenet, one_thread, write_run
 from xbar import presets
 from xbar.cli import main
 from xbar.errors import InputError
@@ -81,9 +81,7 @@ def test_convert_set_changes_the_written_preset(tmp_path: Path, capsys):
 )
 def test_convert_bad_set_exits_2_with_one_line_and_writes_nothing(tmp_path: Path, capsys, item, words):
     out = tmp_path / "x.pt"
-    rc = main(["convert", "--model", "lenet", "--preset", "fefet1", "--set", item, "--out", str(out)])
-    err = capsys.readouterr().err.strip()
-    assert rc == 2 and len(err.splitlines()) == 1 and all(w in err for w in words), err
+    cli_refused(capsys, ["convert", "--model", "lenet", "--preset", "fefet1", "--set", item, "--out", str(out)], *words)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -95,8 +93,7 @@ def test_eval_set_equals_a_preset_file(tmp_path: Path, capsys):
         common = ["--mc", "6", "--limit", "60", "--no-progress", "--json"]
         results = []
         for extra in (["--preset", str(path)], ["--set", "programming.sigma_d=0.3"], []):
-            assert main(["eval", str(run), *extra, *common]) == 0
-            results.append(json.loads(capsys.readouterr().out))
+            results.append(cli_json(capsys, ["eval", str(run), *extra, *common]))
     file_result, set_result, base_result = results
     assert set_result["per_instance"] == file_result["per_instance"]
     assert set_result["per_instance"] != base_result["per_instance"]  # the override did change the device
@@ -104,9 +101,8 @@ def test_eval_set_equals_a_preset_file(tmp_path: Path, capsys):
 
 def test_demo_validates_set_before_writing(tmp_path: Path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--set", "programming.level_multipliers=[1, 2]", "--out", str(out)]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "level_multipliers" in err[0] and "expected 4" in err[0], err
+    cli_refused(capsys, ["demo", "--set", "programming.level_multipliers=[1, 2]", "--out", str(out)],
+                "level_multipliers", "expected 4")
     assert not out.exists()
 
 
@@ -114,9 +110,8 @@ def test_train_records_the_changed_preset_and_refuses_a_bad_one(tmp_path: Path, 
     base = ["train", "--model", "lenet", "--data", "digits", "--preset", "fefet2", "--algo", "noise",
             "--epochs", "1", "--quiet"]
     bad = tmp_path / "bad"
-    assert main([*base, "--set", "programming.sigma_d=-0.3", "--out", str(bad)]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "[programming].sigma_d = -0.3: expected >= 0" in err[0], err
+    cli_refused(capsys, [*base, "--set", "programming.sigma_d=-0.3", "--out", str(bad)],
+                "[programming].sigma_d = -0.3: expected >= 0")
     assert not bad.exists()
     run = tmp_path / "run"
     with one_thread():

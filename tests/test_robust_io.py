@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers import cli_refused
 from xbar.checkpoints import read_manifest
-from xbar.cli import main
 from xbar.errors import InputError
 from xbar.fileio import atomic_write_text, check_writable, check_writable_dir, torch_load_safe
 from xbar.training.checkpoint import load_checkpoint, save_checkpoint
@@ -22,14 +22,6 @@ from xbar.training.checkpoint import load_checkpoint, save_checkpoint
 TRAIN = ["train", "--model", "lenet", "--data", "digits", "--preset", "fefet2", "--algo", "sgd", "--epochs", "1",
          "--quiet"]
 MANIFEST = {"model": "lenet", "data": "digits", "in_channels": 1, "num_classes": 10, "image_size": 8}
-
-
-def _one_line(capsys, *words: str) -> str:
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    for w in words:
-        assert w in err, (w, err)
-    return err
 
 
 @pytest.mark.parametrize(
@@ -46,15 +38,15 @@ def test_a_malformed_manifest_is_one_line(extra, needle, tmp_path, capsys):
     with pytest.raises(InputError, match="manifest.json: "):
         read_manifest(tmp_path / "manifest.json")
     torch.save({}, tmp_path / "model.pt")
-    assert main(["eval", str(tmp_path), "--preset", "rram-uniform", "--mc", "2", "--no-progress"]) == 2
-    _one_line(capsys, needle, str(tmp_path / "manifest.json"))
+    cli_refused(capsys, ["eval", str(tmp_path), "--preset", "rram-uniform", "--mc", "2", "--no-progress"],
+                needle, str(tmp_path / "manifest.json"))
 
 
 def test_a_model_option_the_network_does_not_take_is_one_line(tmp_path, capsys):
     (tmp_path / "manifest.json").write_text(json.dumps({**MANIFEST, "model_options": {"colour": 3}}))
     torch.save({}, tmp_path / "model.pt")
-    assert main(["eval", str(tmp_path), "--preset", "rram-uniform", "--mc", "2", "--no-progress"]) == 2
-    _one_line(capsys, "model 'lenet'", "colour")
+    cli_refused(capsys, ["eval", str(tmp_path), "--preset", "rram-uniform", "--mc", "2", "--no-progress"],
+                "model 'lenet'", "colour")
 
 
 def _disk_full(*args, **kwargs):
@@ -64,16 +56,16 @@ def _disk_full(*args, **kwargs):
 def test_a_full_disk_during_convert_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsys):
     out = tmp_path / "lenet.pt"
     monkeypatch.setattr(torch, "save", _disk_full)
-    assert main(["convert", "--model", "lenet", "--preset", "fefet1", "--out", str(out)]) == 2
-    _one_line(capsys, f"{out}: cannot be written: No space left on device")
+    cli_refused(capsys, ["convert", "--model", "lenet", "--preset", "fefet1", "--out", str(out)],
+                f"{out}: cannot be written: No space left on device")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_a_full_disk_while_writing_the_manifest_removes_the_state_file(tmp_path, monkeypatch, capsys):
     out = tmp_path / "lenet.pt"
     monkeypatch.setattr(Path, "write_text", _disk_full)
-    assert main(["convert", "--model", "lenet", "--preset", "fefet1", "--out", str(out)]) == 2
-    _one_line(capsys, f"{tmp_path / 'lenet.json'}: cannot be written")
+    cli_refused(capsys, ["convert", "--model", "lenet", "--preset", "fefet1", "--out", str(out)],
+                f"{tmp_path / 'lenet.json'}: cannot be written")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -86,15 +78,14 @@ def test_torch_save_failing_for_want_of_space_is_one_line(tmp_path, monkeypatch,
 
     monkeypatch.setattr(torch, "save", stream_writer_fails)
     out = tmp_path / "lenet.pt"
-    assert main(["convert", "--model", "lenet", "--preset", "fefet1", "--out", str(out)]) == 2
-    _one_line(capsys, f"{out}: cannot be written")
+    cli_refused(capsys, ["convert", "--model", "lenet", "--preset", "fefet1", "--out", str(out)],
+                f"{out}: cannot be written")
 
 
 def test_a_full_disk_during_train_is_one_line(tmp_path, monkeypatch, capsys):
     run = tmp_path / "run"
     monkeypatch.setattr(torch, "save", _disk_full)
-    assert main([*TRAIN, "--out", str(run)]) == 2
-    _one_line(capsys, "cannot be written: No space left on device", str(run))
+    cli_refused(capsys, [*TRAIN, "--out", str(run)], "cannot be written: No space left on device", str(run))
     assert not list(run.glob(".*.tmp")) if run.exists() else True
 
 
@@ -136,16 +127,14 @@ def test_an_unwritable_out_is_refused_before_any_work(tmp_path, monkeypatch, cap
 
     monkeypatch.setattr(studies, "load_checkpoint", no_work)
     monkeypatch.setattr(run, "train", no_work)
-    assert main(["eval", str(tmp_path), "--preset", "rram-uniform", "--out", "/proc/x.json"]) == 2
-    _one_line(capsys, "/proc/x.json", "not writable")
-    assert main(["bitflip", str(tmp_path), "--out", "/proc/x.json"]) == 2
-    _one_line(capsys, "not writable")
-    assert main([*TRAIN, "--out", "/proc/run"]) == 2
-    _one_line(capsys, "/proc/run", "not writable")
-    assert main(["convert", "--model", "lenet", "--preset", "fefet1", "--out", "/proc/x.pt"]) == 2
-    _one_line(capsys, "not writable")
-    assert main(["fit", str(tmp_path / "m.h5"), "--out", "/proc/p.toml"]) == 2  # checked before reading m.h5
-    _one_line(capsys, "/proc/p.toml", "not writable")
+    cli_refused(capsys, ["eval", str(tmp_path), "--preset", "rram-uniform", "--out", "/proc/x.json"],
+                "/proc/x.json", "not writable")
+    cli_refused(capsys, ["bitflip", str(tmp_path), "--out", "/proc/x.json"], "not writable")
+    cli_refused(capsys, [*TRAIN, "--out", "/proc/run"], "/proc/run", "not writable")
+    cli_refused(capsys, ["convert", "--model", "lenet", "--preset", "fefet1", "--out", "/proc/x.pt"],
+                "not writable")
+    cli_refused(capsys, ["fit", str(tmp_path / "m.h5"), "--out", "/proc/p.toml"],
+                "/proc/p.toml", "not writable")  # checked before reading m.h5
 
 
 class Evil:
@@ -166,8 +155,8 @@ def test_a_checkpoint_holding_code_is_refused_in_one_line(tmp_path, capsys):
         msg = str(info.value)
         assert "\n" not in msg and "holds code objects" in msg and what in msg, msg
         assert len(msg) < 200 and "PyTorch 2.6" not in msg
-    assert main(["eval", str(path), "--model", "lenet", "--preset", "rram-uniform"]) == 2
-    _one_line(capsys, "holds code objects")
+    cli_refused(capsys, ["eval", str(path), "--model", "lenet", "--preset", "rram-uniform"],
+                "holds code objects")
 
 
 def test_atomic_write_of_a_text_file_on_a_full_disk(tmp_path, monkeypatch):
@@ -187,8 +176,6 @@ def test_garbage_is_not_a_pytorch_file(tmp_path):
 def test_saved_tensors_are_byte_reproducible(tmp_path):
     """The same state saved twice gives the same bytes (no temporary name inside the archive)."""
     import hashlib
-
-    import torch
 
     from xbar.fileio import atomic_torch_save
 

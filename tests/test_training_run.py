@@ -7,25 +7,12 @@ import json
 import pytest
 import torch
 
+from tests.helpers import Crash, crash_after
 from xbar.errors import InputError
 from xbar.training import train
 from xbar.training import trainer as trainer_mod
 
 FAST = dict(lr=0.05, batch_size=128, progress=False)
-
-
-class Crash(RuntimeError):
-    pass
-
-
-def _crash(monkeypatch, steps: int) -> None:
-    """Make the trainer's kill hook raise after ``steps`` optimizer steps (in-process stand-in for SIGKILL)."""
-    monkeypatch.setenv(trainer_mod.KILL_ENV, str(steps))
-
-    def kill(pid, sig):
-        raise Crash(f"killed after {steps} steps")
-
-    monkeypatch.setattr(trainer_mod.os, "kill", kill)
 
 
 def _weights(run_dir) -> dict[str, torch.Tensor]:
@@ -44,7 +31,7 @@ def _weights(run_dir) -> dict[str, torch.Tensor]:
 def test_resume_after_crash_mid_epoch_gives_the_same_weights(tmp_path, monkeypatch, algo, hyper):
     kw = dict(epochs=2, seed=3, checkpoint_every=5, **FAST, **hyper)
     train("lenet", "digits", "fefet2", algo, out=tmp_path / "a", **kw)
-    _crash(monkeypatch, 17)  # 12 steps per epoch: dies in epoch 2, last checkpoint at step 15
+    crash_after(monkeypatch, 17)  # 12 steps per epoch: dies in epoch 2, last checkpoint at step 15
     with pytest.raises(Crash):
         train("lenet", "digits", "fefet2", algo, out=tmp_path / "b", **kw)
     ck = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
@@ -66,7 +53,7 @@ def test_a_version_1_checkpoint_resumes_with_replayed_schedulers(tmp_path, monke
     the remaining epochs, and the weights, are those of the uninterrupted run."""
     kw = dict(epochs=5, seed=5, checkpoint_every=5, swa_start=0.6, **FAST)
     train("lenet", "digits", "fefet2", "wvat", out=tmp_path / "a", **kw)
-    _crash(monkeypatch, 17)  # 12 steps per epoch: dies in epoch 2, last checkpoint at step 15
+    crash_after(monkeypatch, 17)  # 12 steps per epoch: dies in epoch 2, last checkpoint at step 15
     with pytest.raises(Crash):
         train("lenet", "digits", "fefet2", "wvat", out=tmp_path / "b", **kw)
     path = tmp_path / "b" / "checkpoint.pt"
@@ -124,7 +111,7 @@ def test_resume_mid_epoch_is_exact_with_random_augmentation(tmp_path, monkeypatc
     (which a converted model's tiles inject from) is checkpointed: resuming replays them."""
     kw = dict(epochs=2, seed=2, checkpoint_every=3, lr=0.05, batch_size=64, progress=False, convert=convert)
     train("lenet", augmented_digits, "fefet2", "noise", out=tmp_path / "a", **kw)
-    _crash(monkeypatch, 8)  # 5 steps per epoch: dies in epoch 2, last checkpoint at step 6
+    crash_after(monkeypatch, 8)  # 5 steps per epoch: dies in epoch 2, last checkpoint at step 6
     with pytest.raises(Crash):
         train("lenet", augmented_digits, "fefet2", "noise", out=tmp_path / "b", **kw)
     ck = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
@@ -139,11 +126,11 @@ def test_resume_mid_epoch_is_exact_with_random_augmentation(tmp_path, monkeypatc
 def test_failed_start_leaves_nothing_and_a_late_failure_keeps_the_checkpoint(tmp_path, monkeypatch):
     out = tmp_path / "run"
     kw = dict(epochs=2, seed=0, checkpoint_every=0, **FAST)
-    _crash(monkeypatch, 3)  # before the first checkpoint (the end of epoch 1)
+    crash_after(monkeypatch, 3)  # before the first checkpoint (the end of epoch 1)
     with pytest.raises(Crash):
         train("lenet", "digits", "fefet2", "sgd", out=out, **kw)
     assert not out.exists()
-    _crash(monkeypatch, 14)  # in epoch 2: the epoch-1 checkpoint stays, the manifest says so
+    crash_after(monkeypatch, 14)  # in epoch 2: the epoch-1 checkpoint stays, the manifest says so
     with pytest.raises(Crash):
         train("lenet", "digits", "fefet2", "sgd", out=out, **kw)  # no force needed: nothing was left
     man = json.loads((out / "manifest.json").read_text())
@@ -261,3 +248,24 @@ def test_converted_model_uses_analog_sgd_and_its_post_update_hooks(monkeypatch):
 
     inj = tiles.get_injection(model)
     assert all(i.enabled and i.sigma_scale == 1.0 for i in inj)
+
+
+@pytest.mark.parametrize("was_training", [True, False])
+def test_the_monte_carlo_study_restores_the_training_mode_when_it_fails(monkeypatch, was_training):
+    """``_mc`` (the per-epoch/TRICE Monte Carlo) hands the model back in the mode it got it, even
+    when the study raises, and the study's error reaches the caller."""
+    from xbar import presets
+    from xbar.training import run
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)).train(was_training)
+
+    def failing_study(m, *args, **kwargs):
+        assert m is model
+        m.train(not was_training)  # a study switches the mode ...
+        raise RuntimeError("study failed")  # ... and dies before switching it back
+
+    monkeypatch.setattr(run, "study_monte_carlo", failing_study)
+    x, y = torch.zeros(4, 1, 8, 8), torch.zeros(4, dtype=torch.long)
+    with pytest.raises(RuntimeError, match="study failed"):
+        run._mc(model, "mlp", None, presets.load("fefet2"), 0, x, y, 3, 0)
+    assert model.training is was_training
